@@ -1,0 +1,256 @@
+//! The one frame parser: used by the XDP program on packet memory and by host tests on
+//! hand-built frames. Every read goes through [`load`], which checks bounds against the
+//! end of the frame in the form the eBPF verifier understands.
+//!
+//! Only RST segments get past [`parse_rst`]; the non-RST path reads as little as it can
+//! and copies nothing.
+
+use core::mem::size_of;
+
+use crate::{FAMILY_IPV4, FAMILY_IPV6, TCP_RST, WireEvent};
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+/// VLAN tags walked (802.1Q and 802.1ad, in any order).
+pub const MAX_VLAN: usize = 2;
+/// IPv6 extension headers walked before giving up.
+pub const MAX_EXT_HDRS: usize = 6;
+/// Extension headers may not push the TCP header further than this into the frame.
+pub const MAX_L4_OFFSET: usize = 512;
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+const TCPOPT_EOL: u8 = 0;
+const TCPOPT_NOP: u8 = 1;
+const TCPOPT_TIMESTAMP: u8 = 8;
+
+/// Where an RST segment's headers are, found by [`parse_rst`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rst {
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    /// The TCP flags byte (RST is set).
+    pub flags: u8,
+    pub vlan_depth: u8,
+    /// Offset of the IP header in the frame.
+    pub l3: usize,
+    /// Offset of the TCP header in the frame.
+    pub l4: usize,
+    /// TCP header length (data offset × 4).
+    pub tcp_hlen: usize,
+    /// TCP payload length from the IP length fields.
+    pub payload_len: usize,
+    /// The fixed 20-byte TCP header.
+    pub th: [u8; 20],
+}
+
+/// Reads a `T` at `off` bytes into the frame `[start, end)`, or `None` past its end.
+///
+/// Verifier notes, where `off` is not a constant:
+/// * read at least two bytes: LLVM turns `p + 1 > end` into `p >= end`, which gives
+///   the verifier no readable range for `p`;
+/// * read each header in one load: LLVM drops checks it can prove redundant, and a
+///   pointer computed another way then has no range the verifier knows of.
+#[inline(always)]
+pub fn load<T: Copy>(start: usize, end: usize, off: usize) -> Option<T> {
+    if start + off + size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: the range [start+off, start+off+size_of::<T>()) lies inside the frame,
+    // which the caller guarantees is readable memory.
+    Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+}
+
+#[inline(always)]
+fn be16(start: usize, end: usize, off: usize) -> Option<u16> {
+    load::<u16>(start, end, off).map(u16::from_be)
+}
+
+/// Parses an Ethernet frame in `[start, end)` and returns where its TCP RST segment is.
+///
+/// `None` for anything that is not a complete, well-formed TCP segment with RST set:
+/// other protocols, non-first fragments, IHL < 5, data offset < 5, truncated headers,
+/// IP length fields too short for the headers, or more headers than the walk bounds.
+#[inline(always)]
+pub fn parse_rst(start: usize, end: usize) -> Option<Rst> {
+    let mut proto = be16(start, end, 12)?;
+    let mut l3 = ETH_HLEN;
+    let mut vlan_depth = 0u8;
+    for _ in 0..MAX_VLAN {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        proto = be16(start, end, l3 + 2)?;
+        l3 += 4;
+        vlan_depth += 1;
+    }
+
+    let family;
+    let l4;
+    let ip_payload; // bytes after the fixed/extension IP headers, from the length fields
+    if proto == ETH_P_IP {
+        let [vihl, _tos]: [u8; 2] = load(start, end, l3)?;
+        // Protocol first: the common non-TCP case leaves after two loads.
+        let protocol: u8 = load(start, end, l3 + 9)?;
+        if protocol != IPPROTO_TCP || vihl >> 4 != 4 {
+            return None;
+        }
+        let ihl = ((vihl & 0x0f) as usize) * 4;
+        if ihl < 20 {
+            return None;
+        }
+        // A non-first fragment carries no TCP header.
+        if be16(start, end, l3 + 6)? & 0x1fff != 0 {
+            return None;
+        }
+        family = FAMILY_IPV4;
+        l4 = l3 + ihl;
+        let tot_len = be16(start, end, l3 + 2)? as usize;
+        if tot_len < ihl {
+            return None;
+        }
+        ip_payload = tot_len - ihl;
+    } else if proto == ETH_P_IPV6 {
+        let [v, _]: [u8; 2] = load(start, end, l3)?;
+        if v >> 4 != 6 {
+            return None;
+        }
+        let mut nh: u8 = load(start, end, l3 + 6)?;
+        let plen = be16(start, end, l3 + 4)? as usize;
+        let mut off = l3 + 40;
+        let mut found = nh == IPPROTO_TCP;
+        for _ in 0..MAX_EXT_HDRS {
+            if found {
+                break;
+            }
+            // Every extension header is at least 8 bytes: read its first 4 in one load.
+            let [next, l, f0, f1]: [u8; 4] = load(start, end, off)?;
+            let len = match nh {
+                IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => (l as usize + 1) * 8,
+                IPPROTO_FRAGMENT => {
+                    // Offset in the upper 13 bits: a non-first fragment has no TCP header.
+                    if u16::from_be_bytes([f0, f1]) & 0xfff8 != 0 {
+                        return None;
+                    }
+                    8
+                }
+                IPPROTO_AH => (l as usize + 2) * 4,
+                _ => return None,
+            };
+            off += len;
+            if off > MAX_L4_OFFSET {
+                return None;
+            }
+            nh = next;
+            found = nh == IPPROTO_TCP;
+        }
+        if !found {
+            return None;
+        }
+        family = FAMILY_IPV6;
+        l4 = off;
+        let ext = l4 - (l3 + 40);
+        if plen < ext {
+            return None;
+        }
+        ip_payload = plen - ext;
+    } else {
+        return None;
+    }
+
+    // The non-RST path ends here, after one load from the TCP header.
+    let [_, flags]: [u8; 2] = load(start, end, l4 + 12)?;
+    if flags & TCP_RST == 0 {
+        return None;
+    }
+    let th: [u8; 20] = load(start, end, l4)?;
+    let tcp_hlen = ((th[12] >> 4) as usize) * 4;
+    if tcp_hlen < 20 || ip_payload < tcp_hlen {
+        return None;
+    }
+    // The whole TCP header, options included, must be in the frame.
+    if tcp_hlen > 20 {
+        load::<[u8; 2]>(start, end, l4 + tcp_hlen - 2)?;
+    }
+    Some(Rst {
+        family,
+        flags,
+        vlan_depth,
+        l3,
+        l4,
+        tcp_hlen,
+        payload_len: ip_payload - tcp_hlen,
+        th,
+    })
+}
+
+/// Whether the TCP options of `rst` carry a timestamp (walks at most 16 options).
+#[inline(always)]
+pub fn has_timestamp(start: usize, end: usize, rst: &Rst) -> bool {
+    let opt_end = rst.l4 + rst.tcp_hlen;
+    let mut off = rst.l4 + 20;
+    for _ in 0..16 {
+        if off >= opt_end {
+            return false;
+        }
+        // Two bytes: kind and length (see `load`). A kind in the very last byte of the
+        // frame can only be NOP or EOL, after which no timestamp fits.
+        let Some([kind, len]) = load::<[u8; 2]>(start, end, off) else {
+            return false;
+        };
+        match kind {
+            TCPOPT_EOL => return false,
+            TCPOPT_NOP => off += 1,
+            _ => {
+                if kind == TCPOPT_TIMESTAMP {
+                    return true;
+                }
+                if len < 2 {
+                    return false;
+                }
+                off += len as usize;
+            }
+        }
+    }
+    false
+}
+
+/// Fills the header fields of a wire sample (everything but kind, ifindex and time).
+#[inline(always)]
+pub fn fill_sample(start: usize, end: usize, rst: &Rst, ev: &mut WireEvent) -> Option<()> {
+    let l3 = rst.l3;
+    ev.family = rst.family;
+    ev.tcp_flags = rst.flags;
+    ev.vlan_depth = rst.vlan_depth;
+    if rst.family == FAMILY_IPV4 {
+        ev.ttl = load(start, end, l3 + 8)?;
+        ev.ip_id = be16(start, end, l3 + 4)?;
+        let s: [u8; 4] = load(start, end, l3 + 12)?;
+        let d: [u8; 4] = load(start, end, l3 + 16)?;
+        ev.saddr = [0; 16];
+        ev.daddr = [0; 16];
+        ev.saddr[..4].copy_from_slice(&s);
+        ev.daddr[..4].copy_from_slice(&d);
+    } else {
+        ev.ttl = load(start, end, l3 + 7)?;
+        ev.ip_id = 0;
+        ev.saddr = load(start, end, l3 + 8)?;
+        ev.daddr = load(start, end, l3 + 24)?;
+    }
+    let th = &rst.th;
+    ev.sport = u16::from_be_bytes([th[0], th[1]]);
+    ev.dport = u16::from_be_bytes([th[2], th[3]]);
+    ev.seq = u32::from_be_bytes([th[4], th[5], th[6], th[7]]);
+    ev.ack = u32::from_be_bytes([th[8], th[9], th[10], th[11]]);
+    ev.window = u16::from_be_bytes([th[14], th[15]]);
+    ev.payload_len = rst.payload_len as u16;
+    ev.has_ts = has_timestamp(start, end, rst) as u8;
+    Some(())
+}

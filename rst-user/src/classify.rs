@@ -1,0 +1,322 @@
+//! Cause classification: a pure function of what the kernel told us. No aya here.
+//!
+//! The table behind it is `docs/classification.md`; the tests at the bottom are that
+//! table as code.
+
+use rst_common::{
+    ORIGIN_STATELESS, REASON_UNAVAILABLE, RecvKey, SEND_LINGER0, SEND_TRIG_DATA, SendKey, TCP_ACK,
+    TCP_FIN, TCP_RST, TCP_SYN,
+};
+
+/// TCP states (include/net/tcp_states.h).
+pub mod state {
+    pub const NONE: u8 = 0;
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+
+    pub fn name(s: u8) -> &'static str {
+        match s {
+            NONE => "NONE",
+            ESTABLISHED => "ESTABLISHED",
+            SYN_SENT => "SYN_SENT",
+            SYN_RECV => "SYN_RECV",
+            FIN_WAIT1 => "FIN_WAIT1",
+            FIN_WAIT2 => "FIN_WAIT2",
+            TIME_WAIT => "TIME_WAIT",
+            CLOSE => "CLOSE",
+            CLOSE_WAIT => "CLOSE_WAIT",
+            LAST_ACK => "LAST_ACK",
+            LISTEN => "LISTEN",
+            CLOSING => "CLOSING",
+            NEW_SYN_RECV => "NEW_SYN_RECV",
+            _ => "UNKNOWN",
+        }
+    }
+}
+
+macro_rules! label_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every value, in export order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The Prometheus label value.
+            pub const fn label(self) -> &'static str {
+                match self { $($name::$variant => $label),+ }
+            }
+        }
+
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.label())
+            }
+        }
+    };
+}
+
+label_enum!(
+    /// Why this host's TCP stack sent a reset.
+    SendCause {
+        NoListener => "no_listener",
+        NoConnection => "no_connection",
+        LingerAbort => "linger_abort",
+        UnreadDataClose => "unread_data_close",
+        DataAfterClose => "data_after_close",
+        Timewait => "timewait",
+        KeepaliveTimeout => "keepalive_timeout",
+        MemoryPressure => "memory_pressure",
+        Linger2Timeout => "linger2_timeout",
+        InvalidSegment => "invalid_segment",
+        Disconnect => "disconnect",
+        Mptcp => "mptcp",
+        Other => "other",
+    }
+);
+
+label_enum!(
+    /// Why a socket on this host accepted a reset.
+    RecvCause {
+        Refused => "refused",
+        PeerAbort => "peer_abort",
+        PeerClosed => "peer_closed",
+        PeerLostState => "peer_lost_state",
+        HandshakeAbort => "handshake_abort",
+        Other => "other",
+    }
+);
+
+label_enum!(
+    /// Address family label.
+    Family {
+        Ipv4 => "ipv4",
+        Ipv6 => "ipv6",
+    }
+);
+
+impl Family {
+    pub fn from_raw(f: u8) -> Option<Self> {
+        match f {
+            rst_common::FAMILY_IPV4 => Some(Family::Ipv4),
+            rst_common::FAMILY_IPV6 => Some(Family::Ipv6),
+            _ => None,
+        }
+    }
+}
+
+
+/// Classifies a sent reset from the kernel's reason *name* (decoded from the running
+/// kernel, see `reasons.rs`) and the key the tracepoint recorded.
+pub fn classify_send(reason: Option<&str>, key: &SendKey) -> SendCause {
+    let trig = key.trig_flags;
+    let has_trigger = trig != 0;
+    let trig_syn = trig & TCP_SYN != 0 && trig & (TCP_ACK | TCP_RST | TCP_FIN) == 0;
+    let trig_data = key.bits & SEND_TRIG_DATA != 0;
+    let linger0 = key.bits & SEND_LINGER0 != 0;
+    let Some(reason) = reason else {
+        return classify_send_without_reason(key);
+    };
+    match reason {
+        "NO_SOCKET" => {
+            if trig_syn {
+                SendCause::NoListener
+            } else {
+                SendCause::NoConnection
+            }
+        }
+        "TCP_ABORT_ON_CLOSE" => SendCause::UnreadDataClose,
+        "TCP_ABORT_ON_DATA" => SendCause::DataAfterClose,
+        // A late data segment hitting the orphaned FIN_WAIT2 socket that already became a
+        // time-wait mini-socket is the "write after close" case; anything else is timewait.
+        "TCP_TIMEWAIT_SOCKET" => {
+            if has_trigger && trig_data {
+                SendCause::DataAfterClose
+            } else {
+                SendCause::Timewait
+            }
+        }
+        "TCP_ABORT_ON_LINGER" => SendCause::Linger2Timeout,
+        "TCP_ABORT_ON_MEMORY" => SendCause::MemoryPressure,
+        "TCP_KEEPALIVE_TIMEOUT" => SendCause::KeepaliveTimeout,
+        "TCP_STATE" | "TCP_DISCONNECT_WITH_DATA" => {
+            if linger0 {
+                SendCause::LingerAbort
+            } else {
+                SendCause::Disconnect
+            }
+        }
+        "TCP_INVALID_ACK_SEQUENCE" | "TCP_RFC7323_PAWS" | "TCP_TOO_OLD_ACK"
+        | "TCP_ACK_UNSENT_DATA" | "TCP_FLAGS" | "TCP_OLD_ACK" | "INVALID_SYN" => {
+            SendCause::InvalidSegment
+        }
+        r if r.starts_with("MPTCP_") => SendCause::Mptcp,
+        _ => SendCause::Other,
+    }
+}
+
+/// Kernels before 6.10 have no `reason`: classify from state, trigger and linger.
+fn classify_send_without_reason(key: &SendKey) -> SendCause {
+    let trig_data = key.bits & SEND_TRIG_DATA != 0;
+    let linger0 = key.bits & SEND_LINGER0 != 0;
+    match key.state {
+        state::TIME_WAIT if key.trig_flags != 0 && trig_data => SendCause::DataAfterClose,
+        state::TIME_WAIT => SendCause::Timewait,
+        _ if key.trig_flags == 0 && linger0 => SendCause::LingerAbort,
+        _ => SendCause::Other,
+    }
+}
+
+/// Classifies a reset a socket accepted, from its state and where the RST came from.
+pub fn classify_recv(key: &RecvKey) -> RecvCause {
+    match key.state {
+        state::SYN_SENT => RecvCause::Refused,
+        state::SYN_RECV | state::NEW_SYN_RECV => RecvCause::HandshakeAbort,
+        // The peer had already sent its FIN.
+        state::CLOSE_WAIT | state::LAST_ACK | state::CLOSING => RecvCause::PeerClosed,
+        state::ESTABLISHED | state::FIN_WAIT1 | state::FIN_WAIT2 => {
+            if key.origin == ORIGIN_STATELESS {
+                // The stateless (bare) RST of a host with no such connection.
+                RecvCause::PeerLostState
+            } else {
+                RecvCause::PeerAbort
+            }
+        }
+        _ => RecvCause::Other,
+    }
+}
+
+/// Whether a reason value means "this kernel reports no reason".
+pub fn reason_unavailable(reason: u32) -> bool {
+    reason == REASON_UNAVAILABLE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rst_common::{FAMILY_IPV4, ORIGIN_SOCKET, ORIGIN_UNKNOWN, TCP_PSH};
+
+    fn skey(state: u8, trig: u8, bits: u8) -> SendKey {
+        SendKey {
+            reason: 0,
+            state,
+            family: FAMILY_IPV4,
+            trig_flags: trig,
+            bits,
+        }
+    }
+
+    #[test]
+    fn send_table() {
+        use SendCause::*;
+        use state::*;
+        let pa = TCP_PSH | TCP_ACK;
+        let cases: &[(Option<&str>, SendKey, SendCause)] = &[
+            (Some("NO_SOCKET"), skey(NONE, TCP_SYN, 0), NoListener),
+            (Some("NO_SOCKET"), skey(NONE, TCP_SYN | TCP_ACK, 0), NoConnection),
+            (Some("NO_SOCKET"), skey(NONE, TCP_ACK, 0), NoConnection),
+            (Some("NO_SOCKET"), skey(NONE, pa, SEND_TRIG_DATA), NoConnection),
+            (Some("NO_SOCKET"), skey(NONE, TCP_FIN | TCP_ACK, 0), NoConnection),
+            (Some("NO_SOCKET"), skey(NONE, TCP_SYN | TCP_FIN, 0), NoConnection),
+            (Some("TCP_ABORT_ON_CLOSE"), skey(ESTABLISHED, 0, 0), UnreadDataClose),
+            (Some("TCP_ABORT_ON_CLOSE"), skey(CLOSE_WAIT, 0, SEND_LINGER0), UnreadDataClose),
+            (Some("TCP_ABORT_ON_DATA"), skey(FIN_WAIT1, pa, SEND_TRIG_DATA), DataAfterClose),
+            (Some("TCP_TIMEWAIT_SOCKET"), skey(TIME_WAIT, pa, SEND_TRIG_DATA), DataAfterClose),
+            (Some("TCP_TIMEWAIT_SOCKET"), skey(TIME_WAIT, TCP_ACK, 0), Timewait),
+            (Some("TCP_TIMEWAIT_SOCKET"), skey(TIME_WAIT, TCP_SYN, 0), Timewait),
+            (Some("TCP_ABORT_ON_LINGER"), skey(FIN_WAIT2, 0, 0), Linger2Timeout),
+            (Some("TCP_ABORT_ON_MEMORY"), skey(FIN_WAIT1, 0, 0), MemoryPressure),
+            (Some("TCP_KEEPALIVE_TIMEOUT"), skey(ESTABLISHED, 0, 0), KeepaliveTimeout),
+            (Some("TCP_STATE"), skey(ESTABLISHED, 0, SEND_LINGER0), LingerAbort),
+            (Some("TCP_STATE"), skey(CLOSE_WAIT, 0, SEND_LINGER0), LingerAbort),
+            (Some("TCP_STATE"), skey(ESTABLISHED, 0, 0), Disconnect),
+            (Some("TCP_DISCONNECT_WITH_DATA"), skey(LAST_ACK, 0, 0), Disconnect),
+            (Some("TCP_DISCONNECT_WITH_DATA"), skey(CLOSING, 0, SEND_LINGER0), LingerAbort),
+            (Some("TCP_INVALID_ACK_SEQUENCE"), skey(SYN_RECV, TCP_ACK, 0), InvalidSegment),
+            (Some("TCP_RFC7323_PAWS"), skey(ESTABLISHED, TCP_ACK, 0), InvalidSegment),
+            (Some("TCP_TOO_OLD_ACK"), skey(ESTABLISHED, TCP_ACK, 0), InvalidSegment),
+            (Some("TCP_ACK_UNSENT_DATA"), skey(ESTABLISHED, TCP_ACK, 0), InvalidSegment),
+            (Some("TCP_FLAGS"), skey(LISTEN, TCP_ACK, 0), InvalidSegment),
+            (Some("TCP_OLD_ACK"), skey(SYN_SENT, TCP_ACK, 0), InvalidSegment),
+            (Some("INVALID_SYN"), skey(ESTABLISHED, TCP_SYN, 0), InvalidSegment),
+            (Some("MPTCP_RST_EUNSPEC"), skey(ESTABLISHED, 0, 0), Mptcp),
+            (Some("MPTCP_RST_EMIDDLEBOX"), skey(ESTABLISHED, 0, 0), Mptcp),
+            (Some("NOT_SPECIFIED"), skey(ESTABLISHED, 0, 0), Other),
+            (Some("ERROR"), skey(ESTABLISHED, 0, 0), Other),
+            (Some("SOMETHING_NEW_IN_7_0"), skey(ESTABLISHED, 0, 0), Other),
+            // Kernels without the reason field.
+            (None, skey(TIME_WAIT, pa, SEND_TRIG_DATA), DataAfterClose),
+            (None, skey(TIME_WAIT, TCP_ACK, 0), Timewait),
+            (None, skey(ESTABLISHED, 0, SEND_LINGER0), LingerAbort),
+            (None, skey(ESTABLISHED, 0, 0), Other),
+            (None, skey(ESTABLISHED, TCP_ACK, SEND_LINGER0), Other),
+        ];
+        for (reason, key, want) in cases {
+            assert_eq!(
+                classify_send(*reason, key),
+                *want,
+                "reason {reason:?} state {} trig {:#x} bits {}",
+                state::name(key.state),
+                key.trig_flags,
+                key.bits
+            );
+        }
+    }
+
+    #[test]
+    fn recv_table() {
+        use RecvCause::*;
+        use state::*;
+        let k = |state, origin| RecvKey {
+            state,
+            family: FAMILY_IPV4,
+            origin,
+            _pad: 0,
+        };
+        let (sock, stateless, unknown) = (ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN);
+        let cases = [
+            (k(SYN_SENT, unknown), Refused),
+            (k(SYN_SENT, stateless), Refused),
+            (k(SYN_RECV, stateless), HandshakeAbort),
+            (k(NEW_SYN_RECV, unknown), HandshakeAbort),
+            (k(CLOSE_WAIT, stateless), PeerClosed),
+            (k(CLOSE_WAIT, sock), PeerClosed),
+            (k(LAST_ACK, sock), PeerClosed),
+            (k(CLOSING, sock), PeerClosed),
+            (k(ESTABLISHED, stateless), PeerLostState),
+            (k(ESTABLISHED, sock), PeerAbort),
+            (k(ESTABLISHED, unknown), PeerAbort),
+            (k(FIN_WAIT1, stateless), PeerLostState),
+            (k(FIN_WAIT2, sock), PeerAbort),
+            (k(LISTEN, sock), Other),
+            (k(CLOSE, sock), Other),
+            (k(200, sock), Other),
+        ];
+        for (key, want) in cases {
+            assert_eq!(classify_recv(&key), want, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn labels_are_unique_and_snake_case() {
+        let mut all: Vec<&str> = SendCause::ALL.iter().map(|c| c.label()).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), SendCause::ALL.len());
+        for l in SendCause::ALL.iter().map(|c| c.label()).chain(RecvCause::ALL.iter().map(|c| c.label())) {
+            assert!(l.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()), "{l}");
+        }
+    }
+}

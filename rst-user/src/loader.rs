@@ -1,0 +1,341 @@
+//! Loading the eBPF object, attaching it, and reading its counters.
+
+use std::{collections::BTreeMap, io};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{TracePoint, Xdp, XdpMode},
+};
+use rst_common::{
+    MAP_EVENTS, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS, MAP_WIRE_COUNTERS,
+    PROG_RECV_RESET, PROG_SEND_RESET, PROG_XDP, RecvKey, STAT_COUNTER_MAP_FULL,
+    STAT_READ_ERRORS, STAT_TRACE_RING_FULL, STAT_TRACE_SAMPLED, STAT_WIRE_RATE_LIMITED,
+    STAT_WIRE_RING_FULL, STAT_WIRE_SAMPLED, SendKey, WireKey, globals,
+};
+use tracing::{info, warn};
+
+use crate::{
+    classify::{self, Family},
+    ifaces::Iface,
+    kernel::{self, KernelBtf, KernelLayout, Tracefs},
+    metrics::{KernelStats, Snapshot},
+};
+
+/// The compiled eBPF object, built by build.rs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rst-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("this rstmon was built without its eBPF object (AYA_BUILD_SKIP); rebuild it normally")]
+    NoObject,
+    #[error(transparent)]
+    Kernel(#[from] kernel::KernelError),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF object has no {0}")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error(
+        "interface {0} already has an XDP program attached; rstmon never replaces one \
+         (see `ip link show {0}`, detach it with `ip link set dev {0} xdp off` if it is not needed)"
+    )]
+    XdpBusy(String),
+    #[error("attaching XDP to {iface}: {source}")]
+    XdpAttach {
+        iface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+}
+
+/// How to attach XDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeArg {
+    /// Native (driver) mode, falling back to generic mode where the driver has none.
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub interfaces: Vec<Iface>,
+    /// Wire samples per second, over all CPUs; 0 turns wire sampling off.
+    pub max_samples_per_sec: u32,
+    pub wakeup_bytes: u32,
+    pub xdp_mode: XdpModeArg,
+}
+
+#[derive(Clone, Debug)]
+pub struct Attached {
+    pub iface: Iface,
+    pub mode: &'static str,
+}
+
+/// The exact counters, read at scrape time.
+pub struct Counters {
+    wire: PerCpuHashMap<MapData, WireKey, u64>,
+    send: PerCpuHashMap<MapData, SendKey, u64>,
+    recv: PerCpuHashMap<MapData, RecvKey, u64>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+/// Loaded and attached programs. Dropping it detaches everything.
+pub struct Monitor {
+    pub programs: Programs,
+    pub events: RingBuf<MapData>,
+    pub counters: Counters,
+}
+
+/// The part of a [`Monitor`] that keeps programs attached: drop it to detach.
+pub struct Programs {
+    // Owns the programs and their links.
+    _ebpf: Ebpf,
+    pub attached: Vec<Attached>,
+    pub hooks: Vec<(String, bool)>,
+    pub layout: KernelLayout,
+    pub tracefs: Tracefs,
+}
+
+fn has_errno(err: &(dyn std::error::Error + 'static), codes: &[i32]) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && io.raw_os_error().is_some_and(|c| codes.contains(&c))
+        {
+            return true;
+        }
+        if let Some(aya::programs::ProgramError::SyscallError(s)) =
+            e.downcast_ref::<aya::programs::ProgramError>()
+            && s.io_error.raw_os_error().is_some_and(|c| codes.contains(&c))
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    // Netlink errors carry the errno only in their text.
+    let text = err.to_string();
+    codes.iter().any(|c| {
+        (*c == libc::EBUSY && text.contains("busy")) || (*c == libc::EEXIST && text.contains("exists"))
+    })
+}
+
+fn attach_xdp(prog: &mut Xdp, iface: &Iface, mode: XdpModeArg) -> Result<&'static str, LoadError> {
+    let busy = |e: &aya::programs::ProgramError| has_errno(e, &[libc::EBUSY, libc::EEXIST]);
+    let wrap = |source| LoadError::XdpAttach {
+        iface: iface.name.clone(),
+        source,
+    };
+    let try_mode = |prog: &mut Xdp, m: XdpMode| prog.attach_to_if_index(iface.ifindex, m);
+    match mode {
+        XdpModeArg::Native => try_mode(prog, XdpMode::Driver)
+            .map(|_| "native")
+            .map_err(|e| if busy(&e) { LoadError::XdpBusy(iface.name.clone()) } else { wrap(e) }),
+        XdpModeArg::Generic => try_mode(prog, XdpMode::Skb)
+            .map(|_| "generic")
+            .map_err(|e| if busy(&e) { LoadError::XdpBusy(iface.name.clone()) } else { wrap(e) }),
+        XdpModeArg::Auto => match try_mode(prog, XdpMode::Driver) {
+            Ok(_) => Ok("native"),
+            Err(e) if busy(&e) => Err(LoadError::XdpBusy(iface.name.clone())),
+            Err(e) => {
+                info!(
+                    interface = %iface.name,
+                    "native XDP unavailable ({e}); using generic (skb) mode"
+                );
+                try_mode(prog, XdpMode::Skb).map(|_| "generic").map_err(|e| {
+                    if busy(&e) {
+                        LoadError::XdpBusy(iface.name.clone())
+                    } else {
+                        wrap(e)
+                    }
+                })
+            }
+        },
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::Missing(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(LoadError::Missing(name))?;
+    T::try_from(map).map_err(|source| LoadError::Map { name, source })
+}
+
+/// Number of possible CPUs (the per-CPU token buckets divide the rate by it).
+pub fn possible_cpus() -> u32 {
+    aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1).max(1)
+}
+
+impl Monitor {
+    /// Probes the kernel, loads the object and attaches XDP to `cfg.interfaces` and the
+    /// tracing hooks. Any failure leaves nothing attached.
+    pub fn start(cfg: &Config) -> Result<Self, LoadError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(LoadError::NoObject);
+        }
+        let tracefs = kernel::ensure_tracefs()?;
+        if tracefs.mounted_now {
+            info!(path = %tracefs.path.display(), "tracefs was not mounted; mounted it");
+        }
+        let btf = KernelBtf::load()?;
+        let layout = kernel::probe_layout(&tracefs.path, &btf)?;
+        if !layout.has_reason {
+            warn!(
+                "tcp:tcp_send_reset has no reason field on this kernel (< 6.10): sent causes \
+                 come from socket state and trigger only, the rest is reported as `other`"
+            );
+        }
+        let per_cpu = match cfg.max_samples_per_sec {
+            0 => 0,
+            u32::MAX => u32::MAX,
+            n => n.div_ceil(possible_cpus()).max(1),
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::TRACE_OFFSETS, &layout.offsets, true)
+            .override_global(globals::WIRE_SAMPLES_PER_SEC, &per_cpu, true)
+            .override_global(globals::WAKEUP_BYTES, &cfg.wakeup_bytes, true)
+            .load(EBPF_OBJECT)
+            .map_err(LoadError::Load)?;
+
+        let mut hooks = Vec::new();
+        for (name, tp) in [
+            (PROG_SEND_RESET, "tcp_send_reset"),
+            (PROG_RECV_RESET, "tcp_receive_reset"),
+        ] {
+            let prog: &mut TracePoint = program(&mut ebpf, name)?;
+            prog.load().map_err(|source| LoadError::Program { name, source })?;
+            prog.attach("tcp", tp)
+                .map_err(|source| LoadError::Program { name, source })?;
+            hooks.push((format!("tcp:{tp}"), true));
+        }
+        if layout.offsets.tp_saw_tstamp_bit == rst_common::OFF_NONE {
+            warn!("tcp_sock.rx_opt not found in BTF: received RSTs in established connections count as peer_abort");
+        }
+
+        let mut attached = Vec::new();
+        if !cfg.interfaces.is_empty() {
+            let prog: &mut Xdp = program(&mut ebpf, PROG_XDP)?;
+            prog.load().map_err(|source| LoadError::Program {
+                name: PROG_XDP,
+                source,
+            })?;
+            for iface in &cfg.interfaces {
+                let mode = attach_xdp(prog, iface, cfg.xdp_mode)?;
+                info!(interface = %iface.name, ifindex = iface.ifindex, mode, "XDP attached");
+                attached.push(Attached {
+                    iface: iface.clone(),
+                    mode,
+                });
+            }
+        }
+
+        let counters = Counters {
+            wire: take(&mut ebpf, MAP_WIRE_COUNTERS)?,
+            send: take(&mut ebpf, MAP_SEND_COUNTERS)?,
+            recv: take(&mut ebpf, MAP_RECV_COUNTERS)?,
+            stats: take(&mut ebpf, MAP_STATS)?,
+        };
+        let events = take(&mut ebpf, MAP_EVENTS)?;
+        Ok(Self {
+            programs: Programs {
+                _ebpf: ebpf,
+                attached,
+                hooks,
+                layout,
+                tracefs,
+            },
+            events,
+            counters,
+        })
+    }
+
+    pub fn split(self) -> (Programs, RingBuf<MapData>, Counters) {
+        (self.programs, self.events, self.counters)
+    }
+
+    /// ifindex → name of the monitored interfaces.
+    pub fn ifnames(&self) -> BTreeMap<u32, String> {
+        self.programs
+            .attached
+            .iter()
+            .map(|a| (a.iface.ifindex, a.iface.name.clone()))
+            .collect()
+    }
+}
+
+impl Counters {
+    /// Reads every counter map, summing per-CPU values, and classifies the keys.
+    pub fn snapshot(&self, layout: &KernelLayout, ifnames: &BTreeMap<u32, String>) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for (k, v) in self.wire.iter().flatten() {
+            let Some(fam) = Family::from_raw(k.family) else {
+                continue;
+            };
+            let iface = ifnames
+                .get(&k.ifindex)
+                .cloned()
+                .unwrap_or_else(|| format!("if{}", k.ifindex));
+            let flags = if k.ack != 0 { "rst_ack" } else { "rst" };
+            *snap.wire.entry((iface, fam, flags)).or_default() += v.iter().sum::<u64>();
+        }
+        for (k, v) in self.send.iter().flatten() {
+            let Some(fam) = Family::from_raw(k.family) else {
+                continue;
+            };
+            let reason = if classify::reason_unavailable(k.reason) {
+                None
+            } else {
+                Some(layout.reasons.get(&k.reason).map(String::as_str).unwrap_or("UNKNOWN"))
+            };
+            let cause = classify::classify_send(reason, &k);
+            *snap.sent.entry((cause, fam)).or_default() += v.iter().sum::<u64>();
+        }
+        for (k, v) in self.recv.iter().flatten() {
+            let Some(fam) = Family::from_raw(k.family) else {
+                continue;
+            };
+            let cause = classify::classify_recv(&k);
+            *snap.received.entry((cause, fam)).or_default() += v.iter().sum::<u64>();
+        }
+        let stat = |i: u32| -> u64 {
+            self.stats
+                .get(&i, 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        };
+        snap.kernel = KernelStats {
+            wire_ring_full: stat(STAT_WIRE_RING_FULL),
+            wire_rate_limited: stat(STAT_WIRE_RATE_LIMITED),
+            trace_ring_full: stat(STAT_TRACE_RING_FULL),
+            wire_sampled: stat(STAT_WIRE_SAMPLED),
+            trace_sampled: stat(STAT_TRACE_SAMPLED),
+            counter_map_full: stat(STAT_COUNTER_MAP_FULL),
+            read_errors: stat(STAT_READ_ERRORS),
+        };
+        snap.reason_supported = layout.has_reason;
+        snap
+    }
+}
