@@ -1,17 +1,6 @@
 //! rstmon: counts TCP resets at line rate, names the kernel's reason for each one, and
 //! exports it to Prometheus.
 
-mod check;
-mod classify;
-mod drain;
-mod events;
-mod ifaces;
-mod kernel;
-mod loader;
-mod metrics;
-mod privs;
-mod server;
-
 use std::{
     io::{self, Write as _},
     net::{SocketAddr, TcpListener},
@@ -24,10 +13,13 @@ use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::{
-    events::{Event, Presenter},
-    ifaces::Iface,
+use rst_user::{
+    check, drain,
+    events::{self, Event, Presenter},
+    ifaces::{self, Iface},
+    kernel,
     loader::{Config, Monitor, XdpModeArg},
+    privs, server,
 };
 
 /// Default `--web.listen-address`: all addresses, port 9745.
