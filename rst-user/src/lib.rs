@@ -11,4 +11,5 @@ pub mod loader;
 pub mod metrics;
 pub mod netns;
 pub mod privs;
+pub mod selftest;
 pub mod server;
