@@ -37,7 +37,7 @@ pub fn run() -> Vec<Item> {
     let mut items = Vec::new();
     let release = kernel::release();
     items.push(match parse_release(&release) {
-        Some(v) if v >= (6, 10) => item(Verdict::Ok, "kernel", format!("{release}")),
+        Some(v) if v >= (6, 10) => item(Verdict::Ok, "kernel", release.clone()),
         Some(v) if v >= (6, 1) => item(
             Verdict::Warn,
             "kernel",

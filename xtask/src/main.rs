@@ -280,7 +280,7 @@ fn test(no_lint: bool, promtool: &Path) -> Result<()> {
         step("lint: clippy (workspace, host)");
         run(cargo()
             .current_dir(&root)
-            .args(["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"]))?;
+            .args(["clippy", "--workspace", "--exclude", "rst-ebpf", "--all-targets", "--all-features", "--release", "--", "-D", "warnings"]))?;
         step("lint: clippy (rst-ebpf, bpfel-unknown-none)");
         run(Command::new("cargo")
             .current_dir(root.join("rst-ebpf"))
@@ -309,6 +309,8 @@ fn test(no_lint: bool, promtool: &Path) -> Result<()> {
     run(t.args([
         "test",
         "--workspace",
+        "--exclude",
+        "rst-ebpf",
         "--release",
         "--all-features",
         "--",
