@@ -43,14 +43,26 @@ pub fn run() -> Vec<Item> {
             "kernel",
             format!("{release}: supported, but tcp_send_reset has no reason field before 6.10"),
         ),
-        _ => item(Verdict::Fail, "kernel", format!("{release}: rstmon needs Linux 6.1 or newer")),
+        _ => item(
+            Verdict::Fail,
+            "kernel",
+            format!("{release}: rstmon needs Linux 6.1 or newer"),
+        ),
     });
 
     let missing = privs::missing_for_daemon(privs::effective());
     items.push(if missing.is_empty() {
-        item(Verdict::Ok, "capabilities", "CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN present")
+        item(
+            Verdict::Ok,
+            "capabilities",
+            "CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN present",
+        )
     } else {
-        item(Verdict::Fail, "capabilities", format!("missing {}", missing.join(", ")))
+        item(
+            Verdict::Fail,
+            "capabilities",
+            format!("missing {}", missing.join(", ")),
+        )
     });
 
     let btf = match KernelBtf::load() {
@@ -66,8 +78,16 @@ pub fn run() -> Vec<Item> {
 
     let tracefs = match kernel::ensure_tracefs() {
         Ok(t) => {
-            let how = if t.mounted_now { " (was not mounted; mounted it)" } else { "" };
-            items.push(item(Verdict::Ok, "tracefs", format!("{}{how}", t.path.display())));
+            let how = if t.mounted_now {
+                " (was not mounted; mounted it)"
+            } else {
+                ""
+            };
+            items.push(item(
+                Verdict::Ok,
+                "tracefs",
+                format!("{}{how}", t.path.display()),
+            ));
             Some(t)
         }
         Err(e) => {
@@ -99,10 +119,20 @@ pub fn run() -> Vec<Item> {
             )),
             Err(e) => items.push(item(Verdict::Fail, "layout", e.to_string())),
         }
-        items.push(match b.member_bit_offset("tcp_sock", &["rx_opt", "saw_tstamp"]) {
-            Ok(_) => item(Verdict::Ok, "rx_opt", "tcp_sock.rx_opt found: peer_lost_state told from peer_abort"),
-            Err(_) => item(Verdict::Warn, "rx_opt", "tcp_sock.rx_opt not in BTF: every established-state RST counts as peer_abort"),
-        });
+        items.push(
+            match b.member_bit_offset("tcp_sock", &["rx_opt", "saw_tstamp"]) {
+                Ok(_) => item(
+                    Verdict::Ok,
+                    "rx_opt",
+                    "tcp_sock.rx_opt found: peer_lost_state told from peer_abort",
+                ),
+                Err(_) => item(
+                    Verdict::Warn,
+                    "rx_opt",
+                    "tcp_sock.rx_opt not in BTF: every established-state RST counts as peer_abort",
+                ),
+            },
+        );
     }
 
     if items.iter().all(|i| i.verdict != Verdict::Fail) {
@@ -119,7 +149,10 @@ pub fn run() -> Vec<Item> {
                 item(
                     Verdict::Ok,
                     "load",
-                    format!("eBPF object loads; {ok}/{} tracing hooks attach", hooks.len()),
+                    format!(
+                        "eBPF object loads; {ok}/{} tracing hooks attach",
+                        hooks.len()
+                    ),
                 )
             }
             Err(e) => item(Verdict::Fail, "load", e.to_string()),

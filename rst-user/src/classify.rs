@@ -117,7 +117,6 @@ impl Family {
     }
 }
 
-
 /// Classifies a sent reset from the kernel's reason *name* (decoded from the running
 /// kernel, see `reasons.rs`) and the key the tracepoint recorded.
 pub fn classify_send(reason: Option<&str>, key: &SendKey) -> SendCause {
@@ -158,10 +157,13 @@ pub fn classify_send(reason: Option<&str>, key: &SendKey) -> SendCause {
                 SendCause::Disconnect
             }
         }
-        "TCP_INVALID_ACK_SEQUENCE" | "TCP_RFC7323_PAWS" | "TCP_TOO_OLD_ACK"
-        | "TCP_ACK_UNSENT_DATA" | "TCP_FLAGS" | "TCP_OLD_ACK" | "INVALID_SYN" => {
-            SendCause::InvalidSegment
-        }
+        "TCP_INVALID_ACK_SEQUENCE"
+        | "TCP_RFC7323_PAWS"
+        | "TCP_TOO_OLD_ACK"
+        | "TCP_ACK_UNSENT_DATA"
+        | "TCP_FLAGS"
+        | "TCP_OLD_ACK"
+        | "INVALID_SYN" => SendCause::InvalidSegment,
         r if r.starts_with("MPTCP_") => SendCause::Mptcp,
         _ => SendCause::Other,
     }
@@ -225,32 +227,124 @@ mod tests {
         let pa = TCP_PSH | TCP_ACK;
         let cases: &[(Option<&str>, SendKey, SendCause)] = &[
             (Some("NO_SOCKET"), skey(NONE, TCP_SYN, 0), NoListener),
-            (Some("NO_SOCKET"), skey(NONE, TCP_SYN | TCP_ACK, 0), NoConnection),
+            (
+                Some("NO_SOCKET"),
+                skey(NONE, TCP_SYN | TCP_ACK, 0),
+                NoConnection,
+            ),
             (Some("NO_SOCKET"), skey(NONE, TCP_ACK, 0), NoConnection),
-            (Some("NO_SOCKET"), skey(NONE, pa, SEND_TRIG_DATA), NoConnection),
-            (Some("NO_SOCKET"), skey(NONE, TCP_FIN | TCP_ACK, 0), NoConnection),
-            (Some("NO_SOCKET"), skey(NONE, TCP_SYN | TCP_FIN, 0), NoConnection),
-            (Some("TCP_ABORT_ON_CLOSE"), skey(ESTABLISHED, 0, 0), UnreadDataClose),
-            (Some("TCP_ABORT_ON_CLOSE"), skey(CLOSE_WAIT, 0, SEND_LINGER0), UnreadDataClose),
-            (Some("TCP_ABORT_ON_DATA"), skey(FIN_WAIT1, pa, SEND_TRIG_DATA), DataAfterClose),
-            (Some("TCP_TIMEWAIT_SOCKET"), skey(TIME_WAIT, pa, SEND_TRIG_DATA), DataAfterClose),
-            (Some("TCP_TIMEWAIT_SOCKET"), skey(TIME_WAIT, TCP_ACK, 0), Timewait),
-            (Some("TCP_TIMEWAIT_SOCKET"), skey(TIME_WAIT, TCP_SYN, 0), Timewait),
-            (Some("TCP_ABORT_ON_LINGER"), skey(FIN_WAIT2, 0, 0), Linger2Timeout),
-            (Some("TCP_ABORT_ON_MEMORY"), skey(FIN_WAIT1, 0, 0), MemoryPressure),
-            (Some("TCP_KEEPALIVE_TIMEOUT"), skey(ESTABLISHED, 0, 0), KeepaliveTimeout),
-            (Some("TCP_STATE"), skey(ESTABLISHED, 0, SEND_LINGER0), LingerAbort),
-            (Some("TCP_STATE"), skey(CLOSE_WAIT, 0, SEND_LINGER0), LingerAbort),
+            (
+                Some("NO_SOCKET"),
+                skey(NONE, pa, SEND_TRIG_DATA),
+                NoConnection,
+            ),
+            (
+                Some("NO_SOCKET"),
+                skey(NONE, TCP_FIN | TCP_ACK, 0),
+                NoConnection,
+            ),
+            (
+                Some("NO_SOCKET"),
+                skey(NONE, TCP_SYN | TCP_FIN, 0),
+                NoConnection,
+            ),
+            (
+                Some("TCP_ABORT_ON_CLOSE"),
+                skey(ESTABLISHED, 0, 0),
+                UnreadDataClose,
+            ),
+            (
+                Some("TCP_ABORT_ON_CLOSE"),
+                skey(CLOSE_WAIT, 0, SEND_LINGER0),
+                UnreadDataClose,
+            ),
+            (
+                Some("TCP_ABORT_ON_DATA"),
+                skey(FIN_WAIT1, pa, SEND_TRIG_DATA),
+                DataAfterClose,
+            ),
+            (
+                Some("TCP_TIMEWAIT_SOCKET"),
+                skey(TIME_WAIT, pa, SEND_TRIG_DATA),
+                DataAfterClose,
+            ),
+            (
+                Some("TCP_TIMEWAIT_SOCKET"),
+                skey(TIME_WAIT, TCP_ACK, 0),
+                Timewait,
+            ),
+            (
+                Some("TCP_TIMEWAIT_SOCKET"),
+                skey(TIME_WAIT, TCP_SYN, 0),
+                Timewait,
+            ),
+            (
+                Some("TCP_ABORT_ON_LINGER"),
+                skey(FIN_WAIT2, 0, 0),
+                Linger2Timeout,
+            ),
+            (
+                Some("TCP_ABORT_ON_MEMORY"),
+                skey(FIN_WAIT1, 0, 0),
+                MemoryPressure,
+            ),
+            (
+                Some("TCP_KEEPALIVE_TIMEOUT"),
+                skey(ESTABLISHED, 0, 0),
+                KeepaliveTimeout,
+            ),
+            (
+                Some("TCP_STATE"),
+                skey(ESTABLISHED, 0, SEND_LINGER0),
+                LingerAbort,
+            ),
+            (
+                Some("TCP_STATE"),
+                skey(CLOSE_WAIT, 0, SEND_LINGER0),
+                LingerAbort,
+            ),
             (Some("TCP_STATE"), skey(ESTABLISHED, 0, 0), Disconnect),
-            (Some("TCP_DISCONNECT_WITH_DATA"), skey(LAST_ACK, 0, 0), Disconnect),
-            (Some("TCP_DISCONNECT_WITH_DATA"), skey(CLOSING, 0, SEND_LINGER0), LingerAbort),
-            (Some("TCP_INVALID_ACK_SEQUENCE"), skey(SYN_RECV, TCP_ACK, 0), InvalidSegment),
-            (Some("TCP_RFC7323_PAWS"), skey(ESTABLISHED, TCP_ACK, 0), InvalidSegment),
-            (Some("TCP_TOO_OLD_ACK"), skey(ESTABLISHED, TCP_ACK, 0), InvalidSegment),
-            (Some("TCP_ACK_UNSENT_DATA"), skey(ESTABLISHED, TCP_ACK, 0), InvalidSegment),
+            (
+                Some("TCP_DISCONNECT_WITH_DATA"),
+                skey(LAST_ACK, 0, 0),
+                Disconnect,
+            ),
+            (
+                Some("TCP_DISCONNECT_WITH_DATA"),
+                skey(CLOSING, 0, SEND_LINGER0),
+                LingerAbort,
+            ),
+            (
+                Some("TCP_INVALID_ACK_SEQUENCE"),
+                skey(SYN_RECV, TCP_ACK, 0),
+                InvalidSegment,
+            ),
+            (
+                Some("TCP_RFC7323_PAWS"),
+                skey(ESTABLISHED, TCP_ACK, 0),
+                InvalidSegment,
+            ),
+            (
+                Some("TCP_TOO_OLD_ACK"),
+                skey(ESTABLISHED, TCP_ACK, 0),
+                InvalidSegment,
+            ),
+            (
+                Some("TCP_ACK_UNSENT_DATA"),
+                skey(ESTABLISHED, TCP_ACK, 0),
+                InvalidSegment,
+            ),
             (Some("TCP_FLAGS"), skey(LISTEN, TCP_ACK, 0), InvalidSegment),
-            (Some("TCP_OLD_ACK"), skey(SYN_SENT, TCP_ACK, 0), InvalidSegment),
-            (Some("INVALID_SYN"), skey(ESTABLISHED, TCP_SYN, 0), InvalidSegment),
+            (
+                Some("TCP_OLD_ACK"),
+                skey(SYN_SENT, TCP_ACK, 0),
+                InvalidSegment,
+            ),
+            (
+                Some("INVALID_SYN"),
+                skey(ESTABLISHED, TCP_SYN, 0),
+                InvalidSegment,
+            ),
             (Some("MPTCP_RST_EUNSPEC"), skey(ESTABLISHED, 0, 0), Mptcp),
             (Some("MPTCP_RST_EMIDDLEBOX"), skey(ESTABLISHED, 0, 0), Mptcp),
             (Some("NOT_SPECIFIED"), skey(ESTABLISHED, 0, 0), Other),
@@ -315,8 +409,16 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), SendCause::ALL.len());
-        for l in SendCause::ALL.iter().map(|c| c.label()).chain(RecvCause::ALL.iter().map(|c| c.label())) {
-            assert!(l.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()), "{l}");
+        for l in SendCause::ALL
+            .iter()
+            .map(|c| c.label())
+            .chain(RecvCause::ALL.iter().map(|c| c.label()))
+        {
+            assert!(
+                l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()),
+                "{l}"
+            );
         }
     }
 }

@@ -6,8 +6,8 @@ use std::{
 };
 
 use rst_common::{
-    EVENT_RECV, EVENT_SEND, EVENT_WIRE, FAMILY_IPV6, ORIGIN_SOCKET, ORIGIN_STATELESS, RecvEvent, SendEvent, TCP_ACK, TCP_FIN,
-    TCP_PSH, TCP_RST, TCP_SYN, WireEvent,
+    EVENT_RECV, EVENT_SEND, EVENT_WIRE, FAMILY_IPV6, ORIGIN_SOCKET, ORIGIN_STATELESS, RecvEvent,
+    SendEvent, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, WireEvent,
 };
 use serde::Serialize;
 
@@ -343,8 +343,7 @@ mod tests {
 
     fn bytes<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain repr(C) value.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     fn send_event() -> SendEvent {
@@ -386,8 +385,14 @@ mod tests {
                 want: 64
             })
         );
-        assert!(matches!(decode(&[EVENT_WIRE; 10]), Err(DecodeError::Length { .. })));
-        assert!(matches!(decode(&[EVENT_RECV; 57]), Err(DecodeError::Length { .. })));
+        assert!(matches!(
+            decode(&[EVENT_WIRE; 10]),
+            Err(DecodeError::Length { .. })
+        ));
+        assert!(matches!(
+            decode(&[EVENT_RECV; 57]),
+            Err(DecodeError::Length { .. })
+        ));
     }
 
     #[test]

@@ -17,13 +17,17 @@ const TRACEFS_DIRS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/traci
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("tracefs is not mounted and mounting it on /sys/kernel/tracing failed: {0} (needs CAP_SYS_ADMIN)")]
+    #[error(
+        "tracefs is not mounted and mounting it on /sys/kernel/tracing failed: {0} (needs CAP_SYS_ADMIN)"
+    )]
     TracefsMount(io::Error),
     #[error("cannot read tracepoint format {path}: {source}")]
     Format { path: PathBuf, source: io::Error },
     #[error("tracepoint {0} lacks field `{1}`; this kernel's layout is not supported")]
     MissingField(&'static str, &'static str),
-    #[error("cannot read kernel BTF at {VMLINUX_BTF}: {0} (rstmon needs a kernel built with CONFIG_DEBUG_INFO_BTF)")]
+    #[error(
+        "cannot read kernel BTF at {VMLINUX_BTF}: {0} (rstmon needs a kernel built with CONFIG_DEBUG_INFO_BTF)"
+    )]
     Btf(String),
     #[error("kernel BTF has no {0}")]
     BtfMissing(String),
@@ -181,13 +185,21 @@ pub fn tracepoint_offsets(
     let r = |n: &str| recv.fields.get(n);
     const SR: &str = "tcp:tcp_send_reset";
     const RR: &str = "tcp:tcp_receive_reset";
-    o.sr_skbaddr = off(Some(s("skbaddr").ok_or(KernelError::MissingField(SR, "skbaddr"))?));
-    o.sr_skaddr = off(Some(s("skaddr").ok_or(KernelError::MissingField(SR, "skaddr"))?));
-    o.sr_state = off(Some(s("state").ok_or(KernelError::MissingField(SR, "state"))?));
+    o.sr_skbaddr = off(Some(
+        s("skbaddr").ok_or(KernelError::MissingField(SR, "skbaddr"))?,
+    ));
+    o.sr_skaddr = off(Some(
+        s("skaddr").ok_or(KernelError::MissingField(SR, "skaddr"))?,
+    ));
+    o.sr_state = off(Some(
+        s("state").ok_or(KernelError::MissingField(SR, "state"))?,
+    ));
     o.sr_reason = off(s("reason"));
     let saddr = s("saddr").ok_or(KernelError::MissingField(SR, "saddr"))?;
     o.sr_saddr = saddr.offset;
-    o.sr_daddr = off(Some(s("daddr").ok_or(KernelError::MissingField(SR, "daddr"))?));
+    o.sr_daddr = off(Some(
+        s("daddr").ok_or(KernelError::MissingField(SR, "daddr"))?,
+    ));
     if saddr.size >= 28 {
         o.sr_sockaddr = 1;
     } else {
@@ -198,7 +210,9 @@ pub fn tracepoint_offsets(
         o.sr_saddr_v6 = off(s("saddr_v6"));
         o.sr_daddr_v6 = off(s("daddr_v6"));
     }
-    o.rr_skaddr = off(Some(r("skaddr").ok_or(KernelError::MissingField(RR, "skaddr"))?));
+    o.rr_skaddr = off(Some(
+        r("skaddr").ok_or(KernelError::MissingField(RR, "skaddr"))?,
+    ));
     o.rr_sport = off(r("sport"));
     o.rr_dport = off(r("dport"));
     o.rr_family = off(r("family"));
@@ -232,7 +246,10 @@ impl KernelBtf {
         for _ in 0..16 {
             match t {
                 Type::Struct(s) | Type::Union(s) => return Some(s),
-                Type::Typedef(_) | Type::Volatile(_) | Type::Const(_) | Type::Restrict(_)
+                Type::Typedef(_)
+                | Type::Volatile(_)
+                | Type::Const(_)
+                | Type::Restrict(_)
                 | Type::TypeTag(_) => {
                     let bt = t.as_btf_type()?;
                     t = self.0.resolve_chained_type(bt).ok()?;
@@ -330,7 +347,6 @@ impl KernelBtf {
             .find(|(n, _)| n == member)
             .map(|(_, v)| v)
     }
-
 }
 
 /// Everything the programs need to know about this kernel.
@@ -400,10 +416,34 @@ mod tests {
     fn parses_6_18_send_reset() {
         let f = parse_format(SEND_6_18);
         assert_eq!(f.fields["skbaddr"], Field { offset: 8, size: 8 });
-        assert_eq!(f.fields["state"], Field { offset: 24, size: 4 });
-        assert_eq!(f.fields["reason"], Field { offset: 28, size: 4 });
-        assert_eq!(f.fields["saddr"], Field { offset: 32, size: 28 });
-        assert_eq!(f.fields["daddr"], Field { offset: 60, size: 28 });
+        assert_eq!(
+            f.fields["state"],
+            Field {
+                offset: 24,
+                size: 4
+            }
+        );
+        assert_eq!(
+            f.fields["reason"],
+            Field {
+                offset: 28,
+                size: 4
+            }
+        );
+        assert_eq!(
+            f.fields["saddr"],
+            Field {
+                offset: 32,
+                size: 28
+            }
+        );
+        assert_eq!(
+            f.fields["daddr"],
+            Field {
+                offset: 60,
+                size: 28
+            }
+        );
         let r = reasons_from_print_fmt(&f.print_fmt);
         assert_eq!(r[&1], "NO_SOCKET");
         assert_eq!(r[&14], "TCP_STATE");
@@ -415,10 +455,19 @@ mod tests {
         let mut o = TraceOffsets::NONE;
         tracepoint_offsets(&parse_format(SEND_6_18), &parse_format(RECV_6_18), &mut o).unwrap();
         assert_eq!(o.sr_sockaddr, 1);
-        assert_eq!((o.sr_skbaddr, o.sr_skaddr, o.sr_state, o.sr_reason), (8, 16, 24, 28));
+        assert_eq!(
+            (o.sr_skbaddr, o.sr_skaddr, o.sr_state, o.sr_reason),
+            (8, 16, 24, 28)
+        );
         assert_eq!((o.sr_saddr, o.sr_daddr), (32, 60));
-        assert_eq!((o.rr_skaddr, o.rr_sport, o.rr_dport, o.rr_family), (8, 16, 18, 20));
-        assert_eq!((o.rr_saddr, o.rr_daddr, o.rr_saddr_v6, o.rr_daddr_v6), (22, 26, 30, 46));
+        assert_eq!(
+            (o.rr_skaddr, o.rr_sport, o.rr_dport, o.rr_family),
+            (8, 16, 18, 20)
+        );
+        assert_eq!(
+            (o.rr_saddr, o.rr_daddr, o.rr_saddr_v6, o.rr_daddr_v6),
+            (22, 26, 30, 46)
+        );
     }
 
     #[test]
@@ -427,8 +476,14 @@ mod tests {
         tracepoint_offsets(&parse_format(SEND_6_1), &parse_format(RECV_6_18), &mut o).unwrap();
         assert_eq!(o.sr_sockaddr, 0);
         assert_eq!(o.sr_reason, OFF_NONE);
-        assert_eq!((o.sr_state, o.sr_sport, o.sr_dport, o.sr_family), (24, 28, 30, 32));
-        assert_eq!((o.sr_saddr, o.sr_daddr, o.sr_saddr_v6, o.sr_daddr_v6), (34, 38, 42, 58));
+        assert_eq!(
+            (o.sr_state, o.sr_sport, o.sr_dport, o.sr_family),
+            (24, 28, 30, 32)
+        );
+        assert_eq!(
+            (o.sr_saddr, o.sr_daddr, o.sr_saddr_v6, o.sr_daddr_v6),
+            (34, 38, 42, 58)
+        );
     }
 
     #[test]

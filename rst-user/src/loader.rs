@@ -9,9 +9,9 @@ use aya::{
 };
 use rst_common::{
     MAP_EVENTS, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS, MAP_WIRE_COUNTERS,
-    PROG_RECV_RESET, PROG_SEND_RESET, PROG_XDP, RecvKey, STAT_COUNTER_MAP_FULL,
-    STAT_READ_ERRORS, STAT_TRACE_RING_FULL, STAT_TRACE_SAMPLED, STAT_WIRE_RATE_LIMITED,
-    STAT_WIRE_RING_FULL, STAT_WIRE_SAMPLED, SendKey, WireKey, globals,
+    PROG_RECV_RESET, PROG_SEND_RESET, PROG_XDP, RecvKey, STAT_COUNTER_MAP_FULL, STAT_READ_ERRORS,
+    STAT_TRACE_RING_FULL, STAT_TRACE_SAMPLED, STAT_WIRE_RATE_LIMITED, STAT_WIRE_RING_FULL,
+    STAT_WIRE_SAMPLED, SendKey, WireKey, globals,
 };
 use tracing::{info, warn};
 
@@ -119,7 +119,9 @@ fn has_errno(err: &(dyn std::error::Error + 'static), codes: &[i32]) -> bool {
         }
         if let Some(aya::programs::ProgramError::SyscallError(s)) =
             e.downcast_ref::<aya::programs::ProgramError>()
-            && s.io_error.raw_os_error().is_some_and(|c| codes.contains(&c))
+            && s.io_error
+                .raw_os_error()
+                .is_some_and(|c| codes.contains(&c))
         {
             return true;
         }
@@ -128,7 +130,8 @@ fn has_errno(err: &(dyn std::error::Error + 'static), codes: &[i32]) -> bool {
     // Netlink errors carry the errno only in their text.
     let text = err.to_string();
     codes.iter().any(|c| {
-        (*c == libc::EBUSY && text.contains("busy")) || (*c == libc::EEXIST && text.contains("exists"))
+        (*c == libc::EBUSY && text.contains("busy"))
+            || (*c == libc::EEXIST && text.contains("exists"))
     })
 }
 
@@ -142,10 +145,22 @@ fn attach_xdp(prog: &mut Xdp, iface: &Iface, mode: XdpModeArg) -> Result<&'stati
     match mode {
         XdpModeArg::Native => try_mode(prog, XdpMode::Driver)
             .map(|_| "native")
-            .map_err(|e| if busy(&e) { LoadError::XdpBusy(iface.name.clone()) } else { wrap(e) }),
+            .map_err(|e| {
+                if busy(&e) {
+                    LoadError::XdpBusy(iface.name.clone())
+                } else {
+                    wrap(e)
+                }
+            }),
         XdpModeArg::Generic => try_mode(prog, XdpMode::Skb)
             .map(|_| "generic")
-            .map_err(|e| if busy(&e) { LoadError::XdpBusy(iface.name.clone()) } else { wrap(e) }),
+            .map_err(|e| {
+                if busy(&e) {
+                    LoadError::XdpBusy(iface.name.clone())
+                } else {
+                    wrap(e)
+                }
+            }),
         XdpModeArg::Auto => match try_mode(prog, XdpMode::Driver) {
             Ok(_) => Ok("native"),
             Err(e) if busy(&e) => Err(LoadError::XdpBusy(iface.name.clone())),
@@ -154,13 +169,15 @@ fn attach_xdp(prog: &mut Xdp, iface: &Iface, mode: XdpModeArg) -> Result<&'stati
                     interface = %iface.name,
                     "native XDP unavailable ({e}); using generic (skb) mode"
                 );
-                try_mode(prog, XdpMode::Skb).map(|_| "generic").map_err(|e| {
-                    if busy(&e) {
-                        LoadError::XdpBusy(iface.name.clone())
-                    } else {
-                        wrap(e)
-                    }
-                })
+                try_mode(prog, XdpMode::Skb)
+                    .map(|_| "generic")
+                    .map_err(|e| {
+                        if busy(&e) {
+                            LoadError::XdpBusy(iface.name.clone())
+                        } else {
+                            wrap(e)
+                        }
+                    })
             }
         },
     }
@@ -226,13 +243,16 @@ impl Monitor {
             (PROG_RECV_RESET, "tcp_receive_reset"),
         ] {
             let prog: &mut TracePoint = program(&mut ebpf, name)?;
-            prog.load().map_err(|source| LoadError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| LoadError::Program { name, source })?;
             prog.attach("tcp", tp)
                 .map_err(|source| LoadError::Program { name, source })?;
             hooks.push((format!("tcp:{tp}"), true));
         }
         if layout.offsets.tp_saw_tstamp_bit == rst_common::OFF_NONE {
-            warn!("tcp_sock.rx_opt not found in BTF: received RSTs in established connections count as peer_abort");
+            warn!(
+                "tcp_sock.rx_opt not found in BTF: received RSTs in established connections count as peer_abort"
+            );
         }
 
         let mut attached = Vec::new();
@@ -308,7 +328,13 @@ impl Counters {
             let reason = if classify::reason_unavailable(k.reason) {
                 None
             } else {
-                Some(layout.reasons.get(&k.reason).map(String::as_str).unwrap_or("UNKNOWN"))
+                Some(
+                    layout
+                        .reasons
+                        .get(&k.reason)
+                        .map(String::as_str)
+                        .unwrap_or("UNKNOWN"),
+                )
             };
             let cause = classify::classify_send(reason, &k);
             *snap.sent.entry((cause, fam)).or_default() += v.iter().sum::<u64>();
@@ -320,12 +346,7 @@ impl Counters {
             let cause = classify::classify_recv(&k);
             *snap.received.entry((cause, fam)).or_default() += v.iter().sum::<u64>();
         }
-        let stat = |i: u32| -> u64 {
-            self.stats
-                .get(&i, 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0)
-        };
+        let stat = |i: u32| -> u64 { self.stats.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
         snap.kernel = KernelStats {
             wire_ring_full: stat(STAT_WIRE_RING_FULL),
             wire_rate_limited: stat(STAT_WIRE_RATE_LIMITED),

@@ -26,7 +26,11 @@ use rst_user::{
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9745";
 
 #[derive(Parser)]
-#[command(name = "rstmon", version, about = "TCP reset monitor: counts, classifies and exports every RST")]
+#[command(
+    name = "rstmon",
+    version,
+    about = "TCP reset monitor: counts, classifies and exports every RST"
+)]
 struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info`, `rstmon=debug`.
     #[arg(long, global = true, env = "RSTMON_LOG", default_value = "info")]
@@ -81,7 +85,11 @@ struct WatchArgs {
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
     full.parse()
         .map_err(|_| format!("`{s}` is not ADDR:PORT (e.g. 0.0.0.0:9745, [::]:9745 or :9745)"))
 }
@@ -127,7 +135,10 @@ fn config(c: &Common, interfaces: Vec<Iface>) -> Config {
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         // Without handlers the default action (exit) applies.
         std::future::pending::<()>().await;
         return;
@@ -178,7 +189,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("HTTP server")?;
     let _ = stop_tx.send(true);
-    drainer.await.context("drain task")?.context("ring buffer")?;
+    drainer
+        .await
+        .context("drain task")?
+        .context("ring buffer")?;
     drop(keep);
     info!("detached; bye");
     Ok(())
@@ -224,7 +238,10 @@ async fn watch_cmd(args: WatchArgs) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     let _ = stop_tx.send(true);
-    drainer.await.context("drain task")?.context("ring buffer")?;
+    drainer
+        .await
+        .context("drain task")?
+        .context("ring buffer")?;
     drop(monitor);
     Ok(())
 }
@@ -271,12 +288,20 @@ fn selftest_cmd() -> anyhow::Result<bool> {
         std::thread::spawn(move || {
             use std::os::fd::AsRawFd as _;
             while !stop.load(Ordering::Relaxed) {
-                let mut pfd = libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                let mut pfd = libc::pollfd {
+                    fd: ring.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, 20) };
                 while let Some(item) = ring.next() {
                     if let Ok(ev) = events::decode(&item) {
-                        collected.0.lock().unwrap_or_else(|p| p.into_inner()).push(ev);
+                        collected
+                            .0
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(ev);
                     }
                 }
             }
@@ -286,7 +311,10 @@ fn selftest_cmd() -> anyhow::Result<bool> {
         "rstmon selftest on Linux {}: S1–S7 over IPv4 and IPv6 in throwaway namespaces",
         kernel::release()
     );
-    println!("{:<3} {:<5} {:<9} {:<18} {:<18} verdict", "id", "fam", "side", "expected", "observed");
+    println!(
+        "{:<3} {:<5} {:<9} {:<18} {:<18} verdict",
+        "id", "fam", "side", "expected", "observed"
+    );
     let rows = selftest::run_all(&collected, &programs.layout, |r| {
         println!(
             "{:<3} {:<5} {:<9} {:<18} {:<18} {}",
@@ -303,7 +331,11 @@ fn selftest_cmd() -> anyhow::Result<bool> {
     drop(programs);
     let rows = rows?;
     let bad = rows.iter().filter(|r| !r.ok()).count();
-    println!("{} rows: {} ok, {bad} mismatched", rows.len(), rows.len() - bad);
+    println!(
+        "{} rows: {} ok, {bad} mismatched",
+        rows.len(),
+        rows.len() - bad
+    );
     Ok(bad == 0)
 }
 
@@ -319,7 +351,11 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Check => {
             let items = check::run();
-            return if check::print(&items) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+            return if check::print(&items) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
         }
         Cmd::Selftest => match selftest_cmd() {
             Ok(true) => return ExitCode::SUCCESS,

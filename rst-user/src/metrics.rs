@@ -49,13 +49,15 @@ pub struct Snapshot {
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    reg.register(Box::new(c.clone())).expect("unique metric name");
+    reg.register(Box::new(c.clone()))
+        .expect("unique metric name");
     c
 }
 
 fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    reg.register(Box::new(g.clone())).expect("unique metric name");
+    reg.register(Box::new(g.clone()))
+        .expect("unique metric name");
     g
 }
 
@@ -84,7 +86,8 @@ impl Snapshot {
         for fam in Family::ALL {
             for cause in SendCause::ALL {
                 let v = self.sent.get(&(*cause, *fam)).copied().unwrap_or(0);
-                sent.with_label_values(&[cause.label(), fam.label()]).inc_by(v);
+                sent.with_label_values(&[cause.label(), fam.label()])
+                    .inc_by(v);
             }
             for cause in RecvCause::ALL {
                 let v = self.received.get(&(*cause, *fam)).copied().unwrap_or(0);
@@ -125,8 +128,12 @@ impl Snapshot {
             "Samples the kernel programs put into the ring buffer.",
             &["source"],
         );
-        submitted.with_label_values(&["wire"]).inc_by(k.wire_sampled);
-        submitted.with_label_values(&["trace"]).inc_by(k.trace_sampled);
+        submitted
+            .with_label_values(&["wire"])
+            .inc_by(k.wire_sampled);
+        submitted
+            .with_label_values(&["trace"])
+            .inc_by(k.trace_sampled);
         let delivered = counter(
             &reg,
             "rstmon_samples_received_total",
@@ -162,7 +169,9 @@ impl Snapshot {
             &["interface", "mode"],
         );
         for (iface, mode) in &self.interfaces {
-            attached.with_label_values(&[iface.as_str(), mode.as_str()]).set(1);
+            attached
+                .with_label_values(&[iface.as_str(), mode.as_str()])
+                .set(1);
         }
         let hooks = gauge(
             &reg,
@@ -171,7 +180,9 @@ impl Snapshot {
             &["hook"],
         );
         for (name, ok) in &self.hooks {
-            hooks.with_label_values(&[name.as_str()]).set(i64::from(*ok));
+            hooks
+                .with_label_values(&[name.as_str()])
+                .set(i64::from(*ok));
         }
         let reason = gauge(
             &reg,

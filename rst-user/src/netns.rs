@@ -49,7 +49,9 @@ impl Ns {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("{PREFIX}{}-{n}", std::process::id());
         ip(&["netns", "add", &name])?;
-        LIVE.lock().unwrap_or_else(|p| p.into_inner()).push(name.clone());
+        LIVE.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name.clone());
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
@@ -71,7 +73,10 @@ impl Ns {
 
     /// Runs a command inside the namespace and returns its output.
     pub fn output(&self, program: &str, args: &[&str]) -> io::Result<Output> {
-        self.command(program).args(args).stdin(Stdio::null()).output()
+        self.command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
     }
 
     /// Runs `f` on a thread that has entered the namespace. Sockets created there stay
@@ -155,8 +160,8 @@ impl Pair {
         let a_if = format!("ra{tag}");
         let b_if = format!("rb{tag}");
         ip(&[
-            "link", "add", &a_if, "netns", &a.name, "type", "veth", "peer", "name", &b_if,
-            "netns", &b.name,
+            "link", "add", &a_if, "netns", &a.name, "type", "veth", "peer", "name", &b_if, "netns",
+            &b.name,
         ])?;
         let a4 = Ipv4Addr::new(10, 213, n as u8, 1);
         let b4 = Ipv4Addr::new(10, 213, n as u8, 2);
@@ -164,7 +169,15 @@ impl Pair {
         let b6: Ipv6Addr = format!("fd00:5253:0:{n:x}::2").parse().expect("valid");
         for (ns, ifn, v4, v6) in [(&a, &a_if, a4, a6), (&b, &b_if, b4, b6)] {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifn])?;
-            ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", ifn, "nodad"])?;
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                ifn,
+                "nodad",
+            ])?;
             ns.ip(&["link", "set", ifn, "up"])?;
         }
         Ok(Self {
@@ -182,7 +195,11 @@ impl Pair {
 
 /// Deletes every namespace this process still has (for signal handlers).
 pub fn cleanup_all() {
-    let names: Vec<String> = LIVE.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+    let names: Vec<String> = LIVE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+        .collect();
     for n in names {
         let _ = ip(&["netns", "del", &n]);
     }
@@ -202,7 +219,8 @@ pub fn sweep_stale() -> usize {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        if pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
             && ip(&["netns", "del", &name]).is_ok()
         {
             removed += 1;

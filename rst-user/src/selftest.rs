@@ -109,7 +109,13 @@ fn addrs(pair: &Pair, v6: bool) -> (IpAddr, IpAddr) {
 fn setsockopt<T>(fd: i32, level: i32, name: i32, val: &T) -> io::Result<()> {
     // SAFETY: val points to a live T of the given size.
     let rc = unsafe {
-        libc::setsockopt(fd, level, name, (val as *const T).cast(), size_of::<T>() as u32)
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (val as *const T).cast(),
+            size_of::<T>() as u32,
+        )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
@@ -179,7 +185,11 @@ pub struct ClientSocket {
 impl ClientSocket {
     /// Creates and binds a socket; call from inside the client's namespace.
     pub fn bind(local_ip: IpAddr) -> io::Result<Self> {
-        let fam = if local_ip.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+        let fam = if local_ip.is_ipv6() {
+            libc::AF_INET6
+        } else {
+            libc::AF_INET
+        };
         // SAFETY: plain socket(2).
         let raw = unsafe { libc::socket(fam, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
@@ -196,15 +206,26 @@ impl ClientSocket {
         let mut out: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut olen = size_of::<libc::sockaddr_storage>() as u32;
         // SAFETY: out is large enough; olen is its size.
-        if unsafe { libc::getsockname(raw, (&mut out as *mut libc::sockaddr_storage).cast(), &mut olen) } != 0 {
+        if unsafe {
+            libc::getsockname(
+                raw,
+                (&mut out as *mut libc::sockaddr_storage).cast(),
+                &mut olen,
+            )
+        } != 0
+        {
             return Err(io::Error::last_os_error());
         }
         let port = if fam == libc::AF_INET {
             // SAFETY: the kernel wrote a sockaddr_in.
-            u16::from_be(unsafe { (*(&out as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port })
+            u16::from_be(unsafe {
+                (*(&out as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port
+            })
         } else {
             // SAFETY: the kernel wrote a sockaddr_in6.
-            u16::from_be(unsafe { (*(&out as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()).sin6_port })
+            u16::from_be(unsafe {
+                (*(&out as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()).sin6_port
+            })
         };
         Ok(Self {
             fd,
@@ -263,12 +284,17 @@ fn settle() {
 fn s1_no_listener(p: &Pair, v6: bool) -> io::Result<Flow> {
     let (a, b) = addrs(p, v6);
     // A port that was just free: bind, note, close.
-    let closed = p.b.run(|| TcpListener::bind(SocketAddr::new(b, 0)).and_then(|l| l.local_addr()))??;
+    let closed =
+        p.b.run(|| TcpListener::bind(SocketAddr::new(b, 0)).and_then(|l| l.local_addr()))??;
     let sock = p.a.run(|| ClientSocket::bind(a))??;
     let client = sock.local;
     match sock.connect(closed) {
         Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
-        Err(e) => return Err(io::Error::other(format!("S1: connect failed with {e}, expected ECONNREFUSED"))),
+        Err(e) => {
+            return Err(io::Error::other(format!(
+                "S1: connect failed with {e}, expected ECONNREFUSED"
+            )));
+        }
         Ok(_) => return Err(io::Error::other("S1: connect to a closed port succeeded")),
     }
     Ok(Flow {
@@ -283,8 +309,16 @@ fn s2_request_timeout(p: &Pair, v6: bool) -> io::Result<Flow> {
     server.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut buf = [0u8; 64];
     match server.read(&mut buf) {
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-        other => return Err(io::Error::other(format!("S2: expected a receive timeout, got {other:?}"))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) => {}
+        other => {
+            return Err(io::Error::other(format!(
+                "S2: expected a receive timeout, got {other:?}"
+            )));
+        }
     }
     set_linger0(&server)?;
     drop(server);
@@ -321,7 +355,11 @@ fn s4_data_after_close(p: &Pair, v6: bool) -> io::Result<Flow> {
     settle();
     match client.write_all(b"second write") {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        other => return Err(io::Error::other(format!("S4: second write should get EPIPE, got {other:?}"))),
+        other => {
+            return Err(io::Error::other(format!(
+                "S4: second write should get EPIPE, got {other:?}"
+            )));
+        }
     }
     Ok(Flow {
         sender: sa,
@@ -354,8 +392,16 @@ fn s6_keepalive(p: &Pair, v6: bool) -> io::Result<Flow> {
     loop {
         match c.read(&mut buf) {
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-            other => return Err(io::Error::other(format!("S6: expected a reset, got {other:?}"))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            other => {
+                return Err(io::Error::other(format!(
+                    "S6: expected a reset, got {other:?}"
+                )));
+            }
         }
         if Instant::now() > deadline {
             return Err(io::Error::other("S6: no reset within 5 s of keepalive"));
@@ -412,7 +458,13 @@ impl Collected {
                         let reason = if classify::reason_unavailable(s.key.reason) {
                             None
                         } else {
-                            Some(layout.reasons.get(&s.key.reason).map(String::as_str).unwrap_or("UNKNOWN"))
+                            Some(
+                                layout
+                                    .reasons
+                                    .get(&s.key.reason)
+                                    .map(String::as_str)
+                                    .unwrap_or("UNKNOWN"),
+                            )
                         };
                         o.sent = Some(classify::classify_send(reason, &s.key));
                     }

@@ -50,8 +50,7 @@ impl Shared {
         };
         snap.version = env!("CARGO_PKG_VERSION").to_string();
         snap.kernel_release = self.kernel_release.clone();
-        snap
-            .render()
+        snap.render()
     }
 }
 
@@ -60,7 +59,10 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         .await
         .unwrap_or_else(|e| format!("# rstmon: scrape failed: {e}\n"));
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
 }
@@ -77,13 +79,19 @@ async fn landing(State(s): State<Arc<Shared>>) -> impl IntoResponse {
          <p><a href=\"/metrics\">Metrics</a></p><h2>Monitored interfaces</h2><ul>{}</ul></body></html>\n",
         env!("CARGO_PKG_VERSION"),
         html_escape(&s.kernel_release),
-        if ifaces.is_empty() { "<li>none (tracepoints only)</li>".to_string() } else { ifaces.join("") }
+        if ifaces.is_empty() {
+            "<li>none (tracepoints only)</li>".to_string()
+        } else {
+            ifaces.join("")
+        }
     );
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body)
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {

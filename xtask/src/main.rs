@@ -70,9 +70,7 @@ unsafe extern "C" {
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }
@@ -115,12 +113,19 @@ fn setup_rust_src() -> Result<()> {
         return Ok(());
     }
     step("rust-src for the nightly toolchain: installing");
-    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))
+    run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        EBPF_TOOLCHAIN,
+    ]))
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {
-    let s = output(Command::new("rustc").args([&format!("+{EBPF_TOOLCHAIN}"), "--print", "sysroot"]))
-        .context("the nightly toolchain is missing (rustup toolchain install nightly)")?;
+    let s =
+        output(Command::new("rustc").args([&format!("+{EBPF_TOOLCHAIN}"), "--print", "sysroot"]))
+            .context("the nightly toolchain is missing (rustup toolchain install nightly)")?;
     Ok(PathBuf::from(s.trim()))
 }
 
@@ -145,7 +150,9 @@ fn setup_bpf_linker() -> Result<()> {
     let linked_here = output(Command::new("sh").args(["-c", "ldd \"$(command -v bpf-linker)\""]))
         .is_some_and(|l| l.contains(&libdir.display().to_string()) && !l.contains("not found"));
     if ok && linked_here {
-        step(&format!("bpf-linker {BPF_LINKER_VERSION} (against nightly's libLLVM): present"));
+        step(&format!(
+            "bpf-linker {BPF_LINKER_VERSION} (against nightly's libLLVM): present"
+        ));
         return Ok(());
     }
     let major = nightly_llvm_major()?;
@@ -180,13 +187,21 @@ fn setup_bpf_linker() -> Result<()> {
             &format!("llvm-{major}"),
         ])
         .env("LLVM_PREFIX", &prefix)
-        .env("RUSTFLAGS", format!("-C link-arg=-Wl,-rpath,{}", libdir.display())))
+        .env(
+            "RUSTFLAGS",
+            format!("-C link-arg=-Wl,-rpath,{}", libdir.display()),
+        ))
 }
 
 /// Debian packages the tests and benchmarks use.
 fn setup_packages() -> Result<()> {
     // (command, package)
-    let wanted = [("ip", "iproute2"), ("nstat", "iproute2"), ("tcpdump", "tcpdump"), ("setpriv", "util-linux")];
+    let wanted = [
+        ("ip", "iproute2"),
+        ("nstat", "iproute2"),
+        ("tcpdump", "tcpdump"),
+        ("setpriv", "util-linux"),
+    ];
     let missing: Vec<&str> = wanted
         .iter()
         .filter(|(cmd, _)| !have(cmd) && !Path::new("/usr/sbin").join(cmd).exists())
@@ -199,7 +214,10 @@ fn setup_packages() -> Result<()> {
     if !have("apt-get") {
         bail!("missing packages {missing:?} and no apt-get: install them by hand");
     }
-    step(&format!("Debian packages: installing {}", missing.join(" ")));
+    step(&format!(
+        "Debian packages: installing {}",
+        missing.join(" ")
+    ));
     let apt = |args: &[&str]| {
         let mut c = privileged("apt-get");
         c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
@@ -278,9 +296,18 @@ fn test(no_lint: bool, promtool: &Path) -> Result<()> {
         step("lint: cargo fmt --check");
         run(cargo().current_dir(&root).args(["fmt", "--all", "--check"]))?;
         step("lint: clippy (workspace, host)");
-        run(cargo()
-            .current_dir(&root)
-            .args(["clippy", "--workspace", "--exclude", "rst-ebpf", "--all-targets", "--all-features", "--release", "--", "-D", "warnings"]))?;
+        run(cargo().current_dir(&root).args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "rst-ebpf",
+            "--all-targets",
+            "--all-features",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
         step("lint: clippy (rst-ebpf, bpfel-unknown-none)");
         run(Command::new("cargo")
             .current_dir(root.join("rst-ebpf"))
