@@ -1,0 +1,122 @@
+//! `rstmon watch --json`: one parseable JSON object per sampled reset, with the fields
+//! the issue names. Needs root.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::Stdio,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use rst_user::{netns::Pair, selftest::SCENARIOS};
+use serde_json::Value;
+
+const RSTMON: &str = env!("CARGO_BIN_EXE_rstmon");
+
+/// Kills the child on drop (also on panic), by its PID.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn watch_json_lines_parse_and_carry_the_cause() {
+    let pair = Pair::new().expect("namespaces");
+    let mut child = pair
+        .a
+        .command(RSTMON)
+        .args(["watch", "--json", "-i", &pair.a_if])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rstmon watch");
+    let out = lines_of(child.stdout.take().expect("stdout"));
+    let err = lines_of(child.stderr.take().expect("stderr"));
+    let mut guard = Guard(child);
+
+    // Ready once it says it is watching.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match err.recv_timeout(Duration::from_millis(100)) {
+            Ok(l) if l.contains("watching resets") => break,
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(e) => panic!("rstmon watch ended before it was ready: {e}"),
+        }
+        assert!(Instant::now() < deadline, "rstmon watch not ready within 60 s");
+    }
+
+    // S1 once per family: the client (in a) connects to a closed port (in b).
+    let s1 = SCENARIOS.iter().find(|s| s.id == "S1").expect("S1");
+    let flows = [
+        s1.run(&pair, false).expect("S1 over IPv4"),
+        s1.run(&pair, true).expect("S1 over IPv6"),
+    ];
+
+    let mut samples: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while samples.len() < 6 && Instant::now() < deadline {
+        if let Ok(line) = out.recv_timeout(Duration::from_millis(100)) {
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON line: {line:?}: {e}"));
+            samples.push(v);
+        }
+    }
+    for flow in &flows {
+        let fam = if flow.sender.is_ipv6() { "ipv6" } else { "ipv4" };
+        let find = |dir: &str| {
+            samples
+                .iter()
+                .find(|s| s["direction"] == dir && s["family"] == fam)
+                .unwrap_or_else(|| panic!("no {dir} {fam} sample in {samples:#?}"))
+        };
+        let sent = find("sent");
+        assert_eq!(sent["cause"], "no_listener");
+        assert_eq!(sent["reason"], "NO_SOCKET");
+        assert_eq!(sent["trigger_flags"], "SYN");
+        assert_eq!(sent["src"], flow.sender.ip().to_string());
+        assert_eq!(sent["sport"], flow.sender.port());
+        assert_eq!(sent["dst"], flow.receiver.ip().to_string());
+        assert_eq!(sent["dport"], flow.receiver.port());
+
+        let received = find("received");
+        assert_eq!(received["cause"], "refused");
+        assert_eq!(received["state"], "SYN_SENT");
+        assert_eq!(received["src"], flow.receiver.ip().to_string());
+        assert_eq!(received["sport"], flow.receiver.port());
+
+        let wire = find("wire");
+        assert_eq!(wire["interface"], pair.a_if.as_str());
+        assert_eq!(wire["rst_flags"], "RST|ACK");
+        assert_eq!(wire["src"], flow.sender.ip().to_string());
+        assert_eq!(wire["dport"], flow.receiver.port());
+        assert_eq!(wire["window"], 0);
+        assert_eq!(wire["seq"], 0);
+        for s in [sent, received, wire] {
+            let t = s["time"].as_str().expect("time is a string");
+            assert!(t.len() == 27 && t.ends_with('Z') && t.starts_with("20"), "time {t}");
+        }
+    }
+
+    // SIGTERM: detach and exit 0.
+    // SAFETY: signalling our own child by its PID.
+    assert_eq!(unsafe { libc::kill(guard.0.id() as i32, libc::SIGTERM) }, 0);
+    let status = guard.0.wait().expect("wait");
+    assert!(status.success(), "watch exited with {status}");
+}
