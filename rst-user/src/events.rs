@@ -194,7 +194,7 @@ impl Presenter<'_> {
                     dst: addr(s.key.family, &s.daddr).to_string(),
                     dport: s.dport,
                     interface: None,
-                    rst_flags: None,
+                    rst_flags: Some(sent_rst_flags(s.key.trig_flags).into()),
                     origin: None,
                     trigger_flags: Some(flags_str(s.key.trig_flags)),
                     seq: None,
@@ -233,6 +233,17 @@ impl Presenter<'_> {
                 timestamp_option: None,
             },
         }
+    }
+}
+
+/// Flags of an RST this host sent: a reset answering a segment that carried ACK is a
+/// bare RST (seq = that ACK); every other reset, active ones included, is RST|ACK
+/// (tcp_v4_send_reset, tcp_v6_send_reset, tcp_send_active_reset).
+pub fn sent_rst_flags(trig_flags: u8) -> &'static str {
+    if trig_flags != 0 && trig_flags & TCP_ACK != 0 {
+        "RST"
+    } else {
+        "RST|ACK"
     }
 }
 
@@ -409,6 +420,9 @@ mod tests {
         assert_eq!(s.reason.as_deref(), Some("NO_SOCKET"));
         assert_eq!(s.src, "10.0.0.1");
         assert_eq!(s.trigger_flags.as_deref(), Some("SYN"));
+        assert_eq!(s.rst_flags.as_deref(), Some("RST|ACK"));
+        assert_eq!(sent_rst_flags(TCP_PSH | TCP_ACK), "RST");
+        assert_eq!(sent_rst_flags(0), "RST|ACK");
         assert_eq!(s.time, "1970-01-01T00:00:00.000000Z");
         assert!(s.line().contains("sent     no_listener"), "{}", s.line());
         let recv = RecvEvent {

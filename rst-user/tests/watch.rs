@@ -59,7 +59,10 @@ fn watch_json_lines_parse_and_carry_the_cause() {
             Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(e) => panic!("rstmon watch ended before it was ready: {e}"),
         }
-        assert!(Instant::now() < deadline, "rstmon watch not ready within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "rstmon watch not ready within 60 s"
+        );
     }
 
     // S1 once per family: the client (in a) connects to a closed port (in b).
@@ -69,17 +72,36 @@ fn watch_json_lines_parse_and_carry_the_cause() {
         s1.run(&pair, true).expect("S1 over IPv6"),
     ];
 
+    // Tracepoints are host-wide: keep only the samples of these two flows.
+    let ours = |v: &Value| {
+        flows.iter().any(|f| {
+            let ends = [f.sender, f.receiver];
+            let src = v["src"].as_str().and_then(|a| a.parse().ok());
+            let port = v["sport"].as_u64().and_then(|p| u16::try_from(p).ok());
+            match (src, port) {
+                (Some(ip), Some(port)) => ends.contains(&std::net::SocketAddr::new(ip, port)),
+                _ => false,
+            }
+        })
+    };
     let mut samples: Vec<Value> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while samples.len() < 6 && Instant::now() < deadline {
         if let Ok(line) = out.recv_timeout(Duration::from_millis(100)) {
             let v: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("not a JSON line: {line:?}: {e}"));
-            samples.push(v);
+            if ours(&v) {
+                samples.push(v);
+            }
         }
     }
+    assert_eq!(samples.len(), 6, "3 samples per flow: {samples:#?}");
     for flow in &flows {
-        let fam = if flow.sender.is_ipv6() { "ipv6" } else { "ipv4" };
+        let fam = if flow.sender.is_ipv6() {
+            "ipv6"
+        } else {
+            "ipv4"
+        };
         let find = |dir: &str| {
             samples
                 .iter()
@@ -90,6 +112,7 @@ fn watch_json_lines_parse_and_carry_the_cause() {
         assert_eq!(sent["cause"], "no_listener");
         assert_eq!(sent["reason"], "NO_SOCKET");
         assert_eq!(sent["trigger_flags"], "SYN");
+        assert_eq!(sent["rst_flags"], "RST|ACK");
         assert_eq!(sent["src"], flow.sender.ip().to_string());
         assert_eq!(sent["sport"], flow.sender.port());
         assert_eq!(sent["dst"], flow.receiver.ip().to_string());
@@ -110,7 +133,10 @@ fn watch_json_lines_parse_and_carry_the_cause() {
         assert_eq!(wire["seq"], 0);
         for s in [sent, received, wire] {
             let t = s["time"].as_str().expect("time is a string");
-            assert!(t.len() == 27 && t.ends_with('Z') && t.starts_with("20"), "time {t}");
+            assert!(
+                t.len() == 27 && t.ends_with('Z') && t.starts_with("20"),
+                "time {t}"
+            );
         }
     }
 
