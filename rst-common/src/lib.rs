@@ -5,6 +5,8 @@
 //! on one side cannot silently disagree with the other.
 #![no_std]
 
+#[cfg(feature = "frames")]
+pub mod frames;
 pub mod parse;
 
 use core::mem::size_of;

@@ -30,6 +30,7 @@ const IPPROTO_DSTOPTS: u8 = 60;
 const TCPOPT_EOL: u8 = 0;
 const TCPOPT_NOP: u8 = 1;
 const TCPOPT_TIMESTAMP: u8 = 8;
+const TCPOLEN_TIMESTAMP: u8 = 10;
 
 /// Where an RST segment's headers are, found by [`parse_rst`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,7 +211,8 @@ pub fn has_timestamp(start: usize, end: usize, rst: &Rst) -> bool {
             TCPOPT_NOP => off += 1,
             _ => {
                 if kind == TCPOPT_TIMESTAMP {
-                    return true;
+                    // As Linux's tcp_parse_options: length 10, inside the header.
+                    return len == TCPOLEN_TIMESTAMP && off + TCPOLEN_TIMESTAMP as usize <= opt_end;
                 }
                 if len < 2 {
                     return false;

@@ -1,0 +1,467 @@
+//! BPF_PROG_TEST_RUN of the real XDP program (`rstmon_xdp` in the embedded object) on
+//! the frames of the host parser tests, well-formed, truncated, malformed and fuzzed:
+//!
+//! * the program returns XDP_PASS for every frame;
+//! * after every frame, `WIRE_COUNTERS` moved exactly as the host parser says
+//!   (`parse_rst(..).is_some()`, keyed by its family and ACK flag);
+//! * every counted RST put exactly one `WireEvent` in `EVENTS`, equal to what
+//!   `fill_sample` gives on the host (apart from `ts_ns`), and nothing else did.
+//!
+//! Needs root (CAP_BPF and CAP_NET_ADMIN); CI runs as root.
+
+use std::collections::HashMap;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
+};
+use rst_common::{
+    FAMILY_IPV4, FAMILY_IPV6, MAP_EVENTS, MAP_STATS, MAP_WIRE_COUNTERS, PROG_XDP,
+    STAT_COUNTER_MAP_FULL, STAT_WIRE_RATE_LIMITED, STAT_WIRE_RING_FULL, STAT_WIRE_SAMPLED, TCP_ACK,
+    TCP_RST, TCP_SYN, TraceOffsets, WireEvent, WireKey,
+    frames::{self, Ext6, Frame, IPPROTO_UDP, Rng, Tcp, TcpOpt, Vlan, catalog, mutate},
+    globals,
+    parse::{ETH_HLEN, MAX_EXT_HDRS},
+};
+use rst_user::loader::EBPF_OBJECT;
+
+const XDP_PASS: u32 = 2;
+
+/// The loaded XDP program and its maps.
+struct Harness {
+    // Owns the program.
+    ebpf: Ebpf,
+    counters: PerCpuHashMap<MapData, WireKey, u64>,
+    events: RingBuf<MapData>,
+    stats: PerCpuArray<MapData, u64>,
+    /// What the host parser predicts the counters hold.
+    expected: HashMap<WireKey, u64>,
+    /// The ingress ifindex test runs see: the loopback of the current network namespace.
+    ifindex: u32,
+    rsts: u64,
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test loads eBPF and needs root (euid is {euid}); run it with sudo -E, \
+         or through `cargo xtask test`"
+    );
+}
+
+fn loopback_ifindex() -> u32 {
+    let text = std::fs::read_to_string("/sys/class/net/lo/ifindex")
+        .expect("reading /sys/class/net/lo/ifindex");
+    text.trim().parse().expect("parsing the loopback's ifindex")
+}
+
+impl Harness {
+    fn new() -> Self {
+        require_root();
+        assert!(
+            !EBPF_OBJECT.is_empty(),
+            "rst-user was built with AYA_BUILD_SKIP=1: the eBPF object is a placeholder"
+        );
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::TRACE_OFFSETS, &TraceOffsets::NONE, true)
+            .override_global(globals::WIRE_SAMPLES_PER_SEC, &u32::MAX, true)
+            .override_global(globals::WAKEUP_BYTES, &65536u32, true)
+            .load(EBPF_OBJECT)
+            .unwrap_or_else(|e| panic!("loading the eBPF object: {e:?}"));
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROG_XDP)
+            .unwrap_or_else(|| panic!("the object has no program {PROG_XDP}"))
+            .try_into()
+            .unwrap_or_else(|e| panic!("{PROG_XDP} is not an XDP program: {e}"));
+        prog.load()
+            .unwrap_or_else(|e| panic!("loading {PROG_XDP} (verifier): {e:?}"));
+        let map = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .unwrap_or_else(|| panic!("the object has no map {name}"))
+        };
+        let counters = PerCpuHashMap::try_from(map(&mut ebpf, MAP_WIRE_COUNTERS))
+            .unwrap_or_else(|e| panic!("{MAP_WIRE_COUNTERS}: {e}"));
+        let events = RingBuf::try_from(map(&mut ebpf, MAP_EVENTS))
+            .unwrap_or_else(|e| panic!("{MAP_EVENTS}: {e}"));
+        let stats = PerCpuArray::try_from(map(&mut ebpf, MAP_STATS))
+            .unwrap_or_else(|e| panic!("{MAP_STATS}: {e}"));
+        Self {
+            ebpf,
+            counters,
+            events,
+            stats,
+            expected: HashMap::new(),
+            ifindex: loopback_ifindex(),
+            rsts: 0,
+        }
+    }
+
+    fn prog(&self) -> &Xdp {
+        self.ebpf
+            .program(PROG_XDP)
+            .and_then(|p| p.try_into().ok())
+            .expect("the XDP program")
+    }
+
+    /// One test run: the program's return value.
+    fn try_run(&self, frame: &[u8]) -> Result<u32, ProgramError> {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        };
+        self.prog().test_run(opts).map(|r| r.return_value)
+    }
+
+    fn run(&self, frame: &[u8]) -> u32 {
+        self.try_run(frame)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {} bytes: {e:?}", frame.len()))
+    }
+
+    /// `WIRE_COUNTERS` summed over CPUs.
+    fn counters(&self) -> HashMap<WireKey, u64> {
+        self.counters
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.unwrap_or_else(|e| panic!("reading {MAP_WIRE_COUNTERS}: {e}"));
+                (k, v.iter().sum())
+            })
+            .collect()
+    }
+
+    fn stat(&self, idx: u32) -> u64 {
+        self.stats
+            .get(&idx, 0)
+            .unwrap_or_else(|e| panic!("reading {MAP_STATS}[{idx}]: {e}"))
+            .iter()
+            .sum()
+    }
+
+    fn drain(&mut self) -> Vec<WireEvent> {
+        let mut out = Vec::new();
+        while let Some(item) = self.events.next() {
+            assert_eq!(
+                item.len(),
+                size_of::<WireEvent>(),
+                "a ring-buffer record that is not a WireEvent"
+            );
+            // SAFETY: the length is checked; WireEvent is plain integers.
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<WireEvent>()) });
+        }
+        out
+    }
+
+    /// Runs `frame` and asserts the kernel did exactly what the host parser predicts.
+    #[track_caller]
+    fn check(&mut self, what: &str, frame: &[u8]) {
+        let host = frames::parse(frame);
+        let ret = match self.try_run(frame) {
+            Ok(ret) => ret,
+            // The kernel refuses test runs of frames shorter than an Ethernet header
+            // (EINVAL); the host tests cover those.
+            Err(ProgramError::SyscallError(e))
+                if frame.len() < ETH_HLEN && e.io_error.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                assert_eq!(host, None, "{what}: counted on the host");
+                return;
+            }
+            Err(e) => panic!("{what}: BPF_PROG_TEST_RUN on {} bytes: {e:?}", frame.len()),
+        };
+        assert_eq!(
+            ret, XDP_PASS,
+            "{what}: returned {ret}, not XDP_PASS: {frame:02x?}"
+        );
+        if let Some(rst) = host {
+            let key = WireKey {
+                ifindex: self.ifindex,
+                family: rst.family,
+                ack: (rst.flags & TCP_ACK != 0) as u8,
+                _pad: [0; 2],
+            };
+            *self.expected.entry(key).or_default() += 1;
+            self.rsts += 1;
+        }
+        let got = self.counters();
+        assert_eq!(
+            got, self.expected,
+            "{what}: WIRE_COUNTERS disagree with the host parser ({host:?}) on {frame:02x?}"
+        );
+        let events = self.drain();
+        match frames::sample(frame) {
+            Some(mut want) => {
+                assert_eq!(
+                    events.len(),
+                    1,
+                    "{what}: {} samples for one RST",
+                    events.len()
+                );
+                let ev = events[0];
+                assert_ne!(ev.ts_ns, 0, "{what}: sample without a timestamp");
+                want.ifindex = self.ifindex;
+                want.ts_ns = ev.ts_ns;
+                assert_eq!(
+                    ev, want,
+                    "{what}: kernel sample != host fill_sample on {frame:02x?}"
+                );
+            }
+            None => assert!(
+                events.is_empty(),
+                "{what}: samples for a non-RST: {events:?}"
+            ),
+        }
+    }
+
+    /// The self-counters agree: every RST sampled, nothing lost.
+    fn check_stats(&self) {
+        assert_eq!(self.stat(STAT_WIRE_SAMPLED), self.rsts, "STAT_WIRE_SAMPLED");
+        assert_eq!(self.stat(STAT_WIRE_RING_FULL), 0, "STAT_WIRE_RING_FULL");
+        assert_eq!(
+            self.stat(STAT_WIRE_RATE_LIMITED),
+            0,
+            "STAT_WIRE_RATE_LIMITED"
+        );
+        assert_eq!(self.stat(STAT_COUNTER_MAP_FULL), 0, "STAT_COUNTER_MAP_FULL");
+    }
+}
+
+/// Malformed and edge-case frames of the host tests, by name.
+fn malformed() -> Vec<(String, Vec<u8>)> {
+    let rst4 = || Frame::tcp4(TCP_RST);
+    let rst6 = || Frame::tcp6(TCP_RST | TCP_ACK);
+    let mut out: Vec<(String, Frame)> = Vec::new();
+    for ihl in 0..5 {
+        out.push((
+            format!("ihl {ihl}"),
+            rst4().with_ipv4(|ip| ip.ihl_override = Some(ihl)),
+        ));
+    }
+    for doff in [0, 4, 6, 15] {
+        out.push((
+            format!("v4 doff {doff}"),
+            rst4().with_tcp(|t| t.data_offset_override = Some(doff)),
+        ));
+        out.push((
+            format!("v6 doff {doff}"),
+            rst6().with_tcp(|t| t.data_offset_override = Some(doff)),
+        ));
+    }
+    for tot in [0u16, 19, 39, 40, 1500] {
+        out.push((
+            format!("v4 total length {tot}"),
+            rst4().with_ipv4(|ip| ip.total_len_override = Some(tot)),
+        ));
+    }
+    for plen in [0u16, 7, 19, 20, 1500] {
+        out.push((
+            format!("v6 payload length {plen}"),
+            rst6().with_ipv6(|ip| ip.payload_len_override = Some(plen)),
+        ));
+    }
+    for offset in [1u16, 0x1fff] {
+        out.push((
+            format!("v4 fragment offset {offset}"),
+            rst4().with_ipv4(|ip| {
+                ip.dont_fragment = false;
+                ip.more_fragments = true;
+                ip.frag_offset = offset;
+            }),
+        ));
+        let frag = Ext6::Fragment {
+            offset,
+            more: false,
+            id: 9,
+        };
+        out.push((
+            format!("v6 fragment offset {offset}"),
+            rst6().with_ipv6(|ip| ip.ext = vec![Ext6::HopByHop { len: 0 }, frag]),
+        ));
+    }
+    out.push((
+        "v4 udp".into(),
+        rst4().with_ipv4(|ip| ip.protocol_override = Some(IPPROTO_UDP)),
+    ));
+    out.push((
+        "v6 udp after hbh".into(),
+        rst6().with_ipv6(|ip| {
+            ip.ext = vec![Ext6::HopByHop { len: 0 }];
+            ip.protocol_override = Some(IPPROTO_UDP);
+        }),
+    ));
+    out.push((
+        "v4 version 6".into(),
+        rst4().with_ipv4(|ip| ip.version_override = Some(6)),
+    ));
+    out.push((
+        "three vlan tags".into(),
+        rst4().with_vlans(&[Vlan::dot1ad(1), Vlan::dot1q(2), Vlan::dot1q(3)]),
+    ));
+    out.push((
+        "too many extension headers".into(),
+        rst6().with_ipv6(|ip| ip.ext = vec![Ext6::DestOpts { len: 0 }; MAX_EXT_HDRS + 1]),
+    ));
+    out.push((
+        "six extension headers".into(),
+        rst6().with_ipv6(|ip| ip.ext = vec![Ext6::DestOpts { len: 0 }; MAX_EXT_HDRS]),
+    ));
+    out.push((
+        "tcp past the offset limit".into(),
+        rst6().with_ipv6(|ip| ip.ext = vec![Ext6::DestOpts { len: 255 }]),
+    ));
+    out.push((
+        "tcp at the offset limit".into(),
+        rst6().with_ipv6(|ip| ip.ext = vec![Ext6::DestOpts { len: 56 }]),
+    ));
+    for (name, opts) in [
+        (
+            "ts length 8",
+            vec![TcpOpt::Raw(vec![8, 8, 0, 0, 0, 1, 0, 0])],
+        ),
+        (
+            "ts cut by the data offset",
+            vec![TcpOpt::Nop, TcpOpt::Raw(vec![8, 10])],
+        ),
+        (
+            "eol before ts",
+            vec![TcpOpt::Eol, TcpOpt::Timestamp { val: 1, ecr: 2 }],
+        ),
+        (
+            "syn-style options",
+            vec![
+                TcpOpt::Mss(1460),
+                TcpOpt::SackPermitted,
+                TcpOpt::Timestamp { val: 1, ecr: 2 },
+                TcpOpt::Nop,
+                TcpOpt::WindowScale(7),
+            ],
+        ),
+    ] {
+        out.push((
+            format!("v4 {name}"),
+            rst4().with_tcp(|t| {
+                t.options = opts.clone();
+                t.payload = vec![8, 10, 0, 0];
+            }),
+        ));
+    }
+    out.into_iter()
+        .map(|(name, f)| (name, f.build().bytes))
+        .collect()
+}
+
+#[test]
+fn xdp_passes_and_counts_like_the_host_parser_on_every_frame_and_prefix() {
+    let mut h = Harness::new();
+    let mut frames: Vec<(String, Vec<u8>)> = catalog()
+        .into_iter()
+        .map(|(name, f)| (name, f.build().bytes))
+        .collect();
+    frames.extend(malformed());
+    let mut runs = 0;
+    for (name, bytes) in &frames {
+        h.check(name, bytes);
+        // Truncated at every byte.
+        for len in 0..bytes.len() {
+            h.check(&format!("{name} cut at {len}"), &bytes[..len]);
+            runs += 1;
+        }
+    }
+    assert!(runs > 10_000, "only {runs} truncated frames");
+    assert!(h.rsts > 100, "only {} RSTs counted", h.rsts);
+    // Both families and both ACK values were exercised.
+    let keys: Vec<(u8, u8)> = h.expected.keys().map(|k| (k.family, k.ack)).collect();
+    for want in [
+        (FAMILY_IPV4, 0),
+        (FAMILY_IPV4, 1),
+        (FAMILY_IPV6, 0),
+        (FAMILY_IPV6, 1),
+    ] {
+        assert!(
+            keys.contains(&want),
+            "no RST counted with family/ack {want:?}"
+        );
+    }
+    h.check_stats();
+}
+
+#[test]
+fn xdp_agrees_with_the_host_parser_on_fuzzed_frames() {
+    let mut h = Harness::new();
+    let bases: Vec<Vec<u8>> = catalog().iter().map(|(_, f)| f.build().bytes).collect();
+    let mut rng = Rng::new(0x0bad_5eed_7e57_0001);
+    for i in 0..20_000 {
+        let mut frame = bases[rng.below(bases.len())].clone();
+        mutate(&mut rng, &mut frame);
+        h.check(&format!("fuzz #{i}"), &frame);
+    }
+    assert!(
+        h.rsts > 2000,
+        "only {} of 20000 fuzzed frames were RSTs",
+        h.rsts
+    );
+    h.check_stats();
+}
+
+#[test]
+fn xdp_sample_equals_host_fill_sample_field_by_field() {
+    let mut h = Harness::new();
+    let v4 = Frame::tcp4(TCP_RST | TCP_ACK)
+        .with_vlans(&[Vlan::dot1q(42)])
+        .with_ipv4(|ip| {
+            ip.src = [10, 1, 2, 3];
+            ip.dst = [172, 16, 254, 1];
+            ip.ttl = 37;
+            ip.id = 0xbeef;
+            ip.options = vec![0x94, 4, 0, 0];
+        })
+        .with_tcp(|t| {
+            t.sport = 443;
+            t.dport = 51234;
+            t.seq = 0xdead_beef;
+            t.ack = 0x0102_0304;
+            t.window = 502;
+            t.options = Tcp::timestamp_options(0xaaaa, 0xbbbb);
+            t.payload = b"hello".to_vec();
+        })
+        .build()
+        .bytes;
+    let v6 = Frame::tcp6(TCP_RST)
+        .with_vlans(&[Vlan::dot1ad(100), Vlan::dot1q(200)])
+        .with_ipv6(|ip| {
+            ip.src = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+            ip.hop_limit = 255;
+            ip.ext = vec![Ext6::HopByHop { len: 0 }, Ext6::FIRST_FRAGMENT, Ext6::AH];
+        })
+        .with_tcp(|t| {
+            t.sport = 1;
+            t.dport = 65535;
+            t.seq = 7;
+            t.options = vec![TcpOpt::Mss(1220)];
+            t.payload = vec![0; 300];
+        })
+        .build()
+        .bytes;
+    for (name, frame, has_ts, vlan_depth, payload_len) in
+        [("v4", &v4, 1, 1, 5), ("v6", &v6, 0, 2, 300)]
+    {
+        assert_eq!(h.run(frame), XDP_PASS, "{name}");
+        let events = h.drain();
+        assert_eq!(events.len(), 1, "{name}: {events:?}");
+        let ev = events[0];
+        let mut want = frames::sample(frame).expect("an RST on the host");
+        assert_eq!(
+            (want.has_ts, want.vlan_depth, want.payload_len),
+            (has_ts, vlan_depth, payload_len),
+            "{name}: host sample"
+        );
+        // XDP_PROG_TEST_RUN without a context runs on the loopback's receive queue.
+        assert_eq!(ev.ifindex, h.ifindex, "{name}: ifindex (loopback's)");
+        want.ifindex = ev.ifindex;
+        want.ts_ns = ev.ts_ns;
+        assert_eq!(ev, want, "{name}");
+    }
+    // A SYN leaves no sample.
+    assert_eq!(h.run(&Frame::tcp4(TCP_SYN).build().bytes), XDP_PASS);
+    assert!(h.drain().is_empty());
+}
