@@ -1,6 +1,6 @@
 //! Loading the eBPF object, attaching it, and reading its counters.
 
-use std::{collections::BTreeMap, io};
+use std::{collections::BTreeMap, fmt, io};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -25,39 +25,114 @@ use crate::{
 /// The compiled eBPF object, built by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rst-ebpf"));
 
-#[derive(Debug, thiserror::Error)]
+/// Why [`Monitor::start`] failed. It displays as ONE line, because the daemon prints it as
+/// its only output: wrapped aya and kernel errors are flattened by [`one_line`] into the
+/// message, so `source()` does not expose them again (a chain printer such as anyhow's
+/// `{:#}` would repeat them, verifier log included). `{:?}` keeps everything.
+#[derive(Debug)]
 pub enum LoadError {
-    #[error("this rstmon was built without its eBPF object (AYA_BUILD_SKIP); rebuild it normally")]
     NoObject,
-    #[error(transparent)]
-    Kernel(#[from] kernel::KernelError),
-    #[error("loading the eBPF object: {0}")]
-    Load(#[source] aya::EbpfError),
-    #[error("eBPF program {name}: {source}")]
+    Kernel(kernel::KernelError),
+    Load(aya::EbpfError),
     Program {
         name: &'static str,
-        #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("eBPF object has no {0}")]
     Missing(&'static str),
-    #[error("map {name}: {source}")]
     Map {
         name: &'static str,
-        #[source]
         source: aya::maps::MapError,
     },
-    #[error(
-        "interface {0} already has an XDP program attached; rstmon never replaces one \
-         (see `ip link show {0}`, detach it with `ip link set dev {0} xdp off` if it is not needed)"
-    )]
     XdpBusy(String),
-    #[error("attaching XDP to {iface}: {source}")]
     XdpAttach {
         iface: String,
-        #[source]
         source: aya::programs::ProgramError,
     },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoObject => f.write_str(
+                "this rstmon was built without its eBPF object (AYA_BUILD_SKIP); rebuild it normally",
+            ),
+            Self::Kernel(e) => f.write_str(&one_line(e)),
+            Self::Load(e) => write!(f, "loading the eBPF object: {}", one_line(e)),
+            Self::Program { name, source } => write!(f, "eBPF program {name}: {}", one_line(source)),
+            Self::Missing(what) => write!(f, "eBPF object has no {what}"),
+            Self::Map { name, source } => write!(f, "map {name}: {}", one_line(source)),
+            Self::XdpBusy(i) => write!(
+                f,
+                "interface {i} already has an XDP program attached; rstmon never replaces one \
+                 (see `ip link show {i}`, detach it with `ip link set dev {i} xdp off` if it is not needed)"
+            ),
+            Self::XdpAttach { iface, source } => {
+                write!(f, "attaching XDP to {iface}: {}", one_line(source))?;
+                if has_errno(source, &[libc::EOPNOTSUPP]) {
+                    f.write_str(" (no native XDP on this interface; use --xdp-mode auto or generic)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<kernel::KernelError> for LoadError {
+    fn from(e: kernel::KernelError) -> Self {
+        Self::Kernel(e)
+    }
+}
+
+/// Longest [`one_line`] rendering, in characters.
+const ONE_LINE_MAX: usize = 300;
+/// How aya (ProgramError/BtfError::LoadError) appends the kernel verifier log.
+const VERIFIER_OUTPUT: &str = ". Verifier output: ";
+
+/// Renders `err` and its sources as one line: each level once (aya errors often repeat
+/// their source in their own message), a verifier log reduced to its verdict line,
+/// newlines folded, at most [`ONE_LINE_MAX`] characters.
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let text = fold_one_level(&e.to_string());
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = e.source();
+    }
+    let line = parts.join(": ");
+    match line.char_indices().nth(ONE_LINE_MAX) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
+fn fold_one_level(text: &str) -> String {
+    let (head, log) = match text.split_once(VERIFIER_OUTPUT) {
+        Some((head, log)) => (head, Some(log)),
+        None => (text, None),
+    };
+    let mut out = head.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(log) = log {
+        // The verdict is the last line before the statistics the kernel appends.
+        let verdict = log.lines().map(str::trim).rfind(|l| {
+            !l.is_empty()
+                && !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+        });
+        match verdict {
+            Some(v) => {
+                out.push_str("; verifier: ");
+                out.push_str(&v.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+            None => out.push_str("; the verifier gave no log"),
+        }
+    }
+    out
 }
 
 /// How to attach XDP.
@@ -214,9 +289,6 @@ impl Monitor {
             return Err(LoadError::NoObject);
         }
         let tracefs = kernel::ensure_tracefs()?;
-        if tracefs.mounted_now {
-            info!(path = %tracefs.path.display(), "tracefs was not mounted; mounted it");
-        }
         let btf = KernelBtf::load()?;
         let layout = kernel::probe_layout(&tracefs.path, &btf)?;
         if !layout.has_reason {
@@ -279,6 +351,10 @@ impl Monitor {
             stats: take(&mut ebpf, MAP_STATS)?,
         };
         let events = take(&mut ebpf, MAP_EVENTS)?;
+        // Said once everything worked, so that a failure stays a single line.
+        if tracefs.mounted_now {
+            info!(path = %tracefs.path.display(), "tracefs was not mounted; mounted it");
+        }
         Ok(Self {
             programs: Programs {
                 _ebpf: ebpf,
@@ -358,5 +434,66 @@ impl Counters {
         };
         snap.reason_supported = layout.has_reason;
         snap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An aya-like error: its message repeats its source, and may carry a verifier log.
+    #[derive(Debug)]
+    struct Fake(String, io::Error);
+
+    impl fmt::Display for Fake {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Fake {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
+        }
+    }
+
+    #[test]
+    fn verifier_log_becomes_its_verdict_on_one_line() {
+        let io = io::Error::from_raw_os_error(libc::EACCES);
+        let msg = format!(
+            "the BPF_PROG_LOAD syscall returned {io}. Verifier output: 0: R1=ctx() R10=fp0\n\
+             0: (61) r2 = *(u32 *)(r1 +4)\n1: (71) r3 = *(u8 *)(r2 +0)\n\
+             R2 invalid mem access 'scalar'\nprocessed 2 insns (limit 1000000) max_states_per_insn 0\n\
+             verification time 17 usec\nstack depth 0\n"
+        );
+        let got = one_line(&Fake(msg, io));
+        assert!(!got.contains('\n'), "{got}");
+        assert_eq!(
+            got,
+            "the BPF_PROG_LOAD syscall returned Permission denied (os error 13); \
+             verifier: R2 invalid mem access 'scalar'"
+        );
+    }
+
+    #[test]
+    fn each_cause_once_and_capped() {
+        let e = aya::programs::ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_link_create",
+            io_error: io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+        });
+        let err = LoadError::XdpAttach {
+            iface: "lo".into(),
+            source: e,
+        };
+        assert_eq!(
+            err.to_string(),
+            "attaching XDP to lo: `bpf_link_create` failed: Operation not supported (os error 95) \
+             (no native XDP on this interface; use --xdp-mode auto or generic)"
+        );
+        assert!(std::error::Error::source(&err).is_none());
+        let long = Fake("x\n".repeat(1000), io::Error::other("y"));
+        let got = one_line(&long);
+        assert!(!got.contains('\n'));
+        assert_eq!(got.chars().count(), ONE_LINE_MAX + 1, "{got}");
     }
 }

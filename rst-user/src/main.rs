@@ -2,7 +2,7 @@
 //! exports it to Prometheus.
 
 use std::{
-    io::{self, Write as _},
+    io::{self, IsTerminal as _, Write as _},
     net::{SocketAddr, TcpListener},
     process::ExitCode,
     sync::{Arc, Mutex, atomic::Ordering},
@@ -346,6 +346,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .with_target(false)
         .init();
     let result = match cli.cmd {
