@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         root_dir,
         ..Default::default()
     };
-    aya_build::build_ebpf([package], aya_build::Toolchain::Nightly)
-        .context("building the eBPF object (run `cargo xtask setup` if bpf-linker or rust-src is missing)")
+    aya_build::build_ebpf([package], aya_build::Toolchain::Nightly).context(
+        "building the eBPF object (run `cargo xtask setup` if bpf-linker or rust-src is missing)",
+    )
 }

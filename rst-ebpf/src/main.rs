@@ -20,10 +20,11 @@ use aya_ebpf::{
 };
 use rst_common::{
     COUNTER_MAP_ENTRIES, EVENT_RECV, EVENT_SEND, EVENT_WIRE, EVENTS_BYTES, FAMILY_IPV4,
-    FAMILY_IPV6, NO_TRIGGER, ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN, OFF_NONE, REASON_UNAVAILABLE, RecvEvent, RecvKey,
-    SEND_LINGER0, SEND_TRIG_DATA, STAT_COUNT, STAT_COUNTER_MAP_FULL, STAT_READ_ERRORS, STAT_TRACE_RING_FULL,
-    STAT_TRACE_SAMPLED, STAT_WIRE_RATE_LIMITED, STAT_WIRE_RING_FULL, STAT_WIRE_SAMPLED,
-    SendEvent, SendKey, TCP_ACK, TokenBucket, TraceOffsets, WireEvent, WireKey,
+    FAMILY_IPV6, NO_TRIGGER, OFF_NONE, ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN,
+    REASON_UNAVAILABLE, RecvEvent, RecvKey, SEND_LINGER0, SEND_TRIG_DATA, STAT_COUNT,
+    STAT_COUNTER_MAP_FULL, STAT_READ_ERRORS, STAT_TRACE_RING_FULL, STAT_TRACE_SAMPLED,
+    STAT_WIRE_RATE_LIMITED, STAT_WIRE_RING_FULL, STAT_WIRE_SAMPLED, SendEvent, SendKey, TCP_ACK,
+    TokenBucket, TraceOffsets, WireEvent, WireKey,
     parse::{fill_sample, parse_rst},
 };
 
@@ -394,10 +395,7 @@ pub fn rstmon_receive_reset(ctx: TracePointContext) -> u32 {
     // tcp_validate_incoming parsed the RST's options into tp->rx_opt just before
     // tcp_reset: on a connection with timestamps, an RST from the peer's socket carries
     // one and the stateless RST of a host that lost the connection does not.
-    let origin = match (
-        kbit(sk, o.tp_tstamp_ok_bit),
-        kbit(sk, o.tp_saw_tstamp_bit),
-    ) {
+    let origin = match (kbit(sk, o.tp_tstamp_ok_bit), kbit(sk, o.tp_saw_tstamp_bit)) {
         (Some(true), Some(true)) => ORIGIN_SOCKET,
         (Some(true), Some(false)) => ORIGIN_STATELESS,
         _ => ORIGIN_UNKNOWN,
