@@ -260,8 +260,7 @@ fn cleanup_on_signal() {
             let mut sig = 0;
             libc::sigwait(&set, &mut sig);
             eprintln!("rstmon: interrupted; removing the namespaces made so far");
-            netns::cleanup_all();
-            std::process::exit(130);
+            netns::cleanup_all_and_exit(130);
         });
     }
 }

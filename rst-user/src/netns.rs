@@ -1,6 +1,6 @@
 //! Throwaway network namespaces and veth pairs for `rstmon selftest`, the integration
 //! tests and the benchmarks. Everything created is registered and removed on drop, on
-//! [`cleanup_all`] (for signal handlers), or by [`sweep_stale`] after a crash.
+//! [`cleanup_all_and_exit`] (for signal handlers), or by [`sweep_stale`] after a crash.
 
 use std::{
     fs::File,
@@ -48,10 +48,13 @@ impl Ns {
     pub fn new() -> io::Result<Self> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("{PREFIX}{}-{n}", std::process::id());
-        ip(&["netns", "add", &name])?;
-        LIVE.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(name.clone());
+        {
+            // Held across the creation, so that `cleanup_all_and_exit` (signal
+            // handlers) never misses a namespace that is being made.
+            let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+            ip(&["netns", "add", &name])?;
+            live.push(name.clone());
+        }
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
@@ -128,10 +131,9 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
+        let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
         let _ = ip(&["netns", "del", &self.name]);
-        LIVE.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|n| n != &self.name);
+        live.retain(|n| n != &self.name);
     }
 }
 
@@ -193,16 +195,14 @@ impl Pair {
     }
 }
 
-/// Deletes every namespace this process still has (for signal handlers).
-pub fn cleanup_all() {
-    let names: Vec<String> = LIVE
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain(..)
-        .collect();
-    for n in names {
+/// Deletes every namespace this process still has and exits (for signal handlers). The
+/// registry stays locked until the exit, so no namespace is made or half-made after it.
+pub fn cleanup_all_and_exit(code: i32) -> ! {
+    let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    for n in live.drain(..) {
         let _ = ip(&["netns", "del", &n]);
     }
+    std::process::exit(code)
 }
 
 /// Deletes `rstmon-<pid>-*` namespaces whose process is gone (left by a killed run).
