@@ -134,9 +134,9 @@ pub struct RecvKey {
     /// RST carried a TCP timestamp (`tp->rx_opt.saw_tstamp`, set for the segment being
     /// processed) on a connection that negotiated them (`tstamp_ok`).
     pub origin: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 5],
 }
-const _: () = assert!(size_of::<RecvKey>() == 4);
+const _: () = assert!(size_of::<RecvKey>() == 8);
 
 /// Per-CPU token bucket of the wire sampler.
 #[repr(C)]
@@ -180,14 +180,16 @@ pub struct WireEvent {
 }
 const _: () = assert!(size_of::<WireEvent>() == 72);
 
-/// A reset the host's TCP stack sent (`tcp:tcp_send_reset`).
+/// A reset the host's TCP stack sent ([`SendEvent`]) or a socket on this host accepted
+/// ([`RecvEvent`]). Addresses and ports are the local socket's first.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SendEvent {
-    /// [`EVENT_SEND`].
+pub struct TraceEvent<K> {
+    /// [`EVENT_SEND`] or [`EVENT_RECV`].
     pub kind: u8,
-    pub _pad0: [u8; 3],
-    pub key: SendKey,
+    pub _pad0: [u8; 7],
+    /// The counter key of the same hit: everything the classifier needs.
+    pub key: K,
     pub ts_ns: u64,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
@@ -195,24 +197,13 @@ pub struct SendEvent {
     pub dport: u16,
     pub _pad1: [u8; 4],
 }
-const _: () = assert!(size_of::<SendEvent>() == 64);
 
-/// A reset a socket on this host accepted (`tcp:tcp_receive_reset`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecvEvent {
-    /// [`EVENT_RECV`].
-    pub kind: u8,
-    pub _pad0: [u8; 3],
-    pub key: RecvKey,
-    pub ts_ns: u64,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
-    pub sport: u16,
-    pub dport: u16,
-    pub _pad1: [u8; 4],
-}
-const _: () = assert!(size_of::<RecvEvent>() == 56);
+/// `tcp:tcp_send_reset` sample.
+pub type SendEvent = TraceEvent<SendKey>;
+/// `tcp:tcp_receive_reset` sample.
+pub type RecvEvent = TraceEvent<RecvKey>;
+const _: () = assert!(size_of::<SendEvent>() == 64);
+const _: () = assert!(size_of::<RecvEvent>() == 64);
 
 /// Tracepoint-record and kernel-struct offsets, read from the running kernel at
 /// start-up (tracefs format files and BTF) because Rust eBPF gets no CO-RE.

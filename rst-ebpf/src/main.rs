@@ -21,10 +21,10 @@ use aya_ebpf::{
 use rst_common::{
     COUNTER_MAP_ENTRIES, EVENT_RECV, EVENT_SEND, EVENT_WIRE, EVENTS_BYTES, FAMILY_IPV4,
     FAMILY_IPV6, NO_TRIGGER, OFF_NONE, ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN,
-    REASON_UNAVAILABLE, RecvEvent, RecvKey, SEND_LINGER0, SEND_TRIG_DATA, STAT_COUNT,
-    STAT_COUNTER_MAP_FULL, STAT_READ_ERRORS, STAT_TRACE_RING_FULL, STAT_TRACE_SAMPLED,
-    STAT_WIRE_RATE_LIMITED, STAT_WIRE_RING_FULL, STAT_WIRE_SAMPLED, SendEvent, SendKey, TCP_ACK,
-    TokenBucket, TraceOffsets, WireEvent, WireKey,
+    REASON_UNAVAILABLE, RecvKey, SEND_LINGER0, SEND_TRIG_DATA, STAT_COUNT, STAT_COUNTER_MAP_FULL,
+    STAT_READ_ERRORS, STAT_TRACE_RING_FULL, STAT_TRACE_SAMPLED, STAT_WIRE_RATE_LIMITED,
+    STAT_WIRE_RING_FULL, STAT_WIRE_SAMPLED, SendKey, TCP_ACK, TokenBucket, TraceEvent,
+    TraceOffsets, WireEvent, WireKey,
     parse::{fill_sample, parse_rst},
 };
 
@@ -335,27 +335,32 @@ pub fn rstmon_send_reset(ctx: TracePointContext) -> u32 {
         bits,
     };
     count(&SEND_COUNTERS, &key);
+    emit(EVENT_SEND, key, &saddr, &daddr, sport, dport);
+    0
+}
 
+/// Samples a sent or received reset into the ring buffer.
+#[inline(always)]
+fn emit<K: 'static>(kind: u8, key: K, saddr: &[u8; 16], daddr: &[u8; 16], sport: u16, dport: u16) {
     let flags = submit_flags();
-    let Some(mut entry) = EVENTS.reserve::<SendEvent>(0) else {
+    let Some(mut entry) = EVENTS.reserve::<TraceEvent<K>>(0) else {
         stat_add(STAT_TRACE_RING_FULL);
-        return 0;
+        return;
     };
-    // SAFETY: the reservation is sizeof(SendEvent) bytes; every field is written.
+    // SAFETY: the reservation is sizeof(TraceEvent<K>) bytes; every field is written.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    ev.kind = EVENT_SEND;
-    ev._pad0 = [0; 3];
+    ev.kind = kind;
+    ev._pad0 = [0; 7];
     ev.key = key;
     // SAFETY: helper without preconditions.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev.saddr = saddr;
-    ev.daddr = daddr;
+    ev.saddr = *saddr;
+    ev.daddr = *daddr;
     ev.sport = sport;
     ev.dport = dport;
     ev._pad1 = [0; 4];
     entry.submit(flags);
     stat_add(STAT_TRACE_SAMPLED);
-    0
 }
 
 /// Reads one bit at an absolute bit offset of a kernel object.
@@ -404,29 +409,10 @@ pub fn rstmon_receive_reset(ctx: TracePointContext) -> u32 {
         state,
         family: family_of(af),
         origin,
-        _pad: 0,
+        _pad: [0; 5],
     };
     count(&RECV_COUNTERS, &key);
-
-    let flags = submit_flags();
-    let Some(mut entry) = EVENTS.reserve::<RecvEvent>(0) else {
-        stat_add(STAT_TRACE_RING_FULL);
-        return 0;
-    };
-    // SAFETY: the reservation is sizeof(RecvEvent) bytes; every field is written.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    ev.kind = EVENT_RECV;
-    ev._pad0 = [0; 3];
-    ev.key = key;
-    // SAFETY: helper without preconditions.
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev.saddr = saddr;
-    ev.daddr = daddr;
-    ev.sport = sport;
-    ev.dport = dport;
-    ev._pad1 = [0; 4];
-    entry.submit(flags);
-    stat_add(STAT_TRACE_SAMPLED);
+    emit(EVENT_RECV, key, &saddr, &daddr, sport, dport);
     0
 }
 

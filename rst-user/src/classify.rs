@@ -3,6 +3,8 @@
 //! The table behind it is `docs/classification.md`; the tests at the bottom are that
 //! table as code.
 
+use std::collections::BTreeMap;
+
 use rst_common::{
     ORIGIN_STATELESS, REASON_UNAVAILABLE, RecvKey, SEND_LINGER0, SEND_TRIG_DATA, SendKey, TCP_ACK,
     TCP_FIN, TCP_RST, TCP_SYN,
@@ -166,6 +168,24 @@ pub fn classify_send(reason: Option<&str>, key: &SendKey) -> SendCause {
         | "INVALID_SYN" => SendCause::InvalidSegment,
         r if r.starts_with("MPTCP_") => SendCause::Mptcp,
         _ => SendCause::Other,
+    }
+}
+
+/// Classifies a sent reset's key, looking its reason number up in the running kernel's
+/// `enum sk_rst_reason` names (`reasons`); a number without a name counts as `other`.
+pub fn classify_send_key(reasons: &BTreeMap<u32, String>, key: &SendKey) -> SendCause {
+    if reason_unavailable(key.reason) {
+        classify_send(None, key)
+    } else {
+        classify_send(
+            Some(
+                reasons
+                    .get(&key.reason)
+                    .map(String::as_str)
+                    .unwrap_or("UNKNOWN"),
+            ),
+            key,
+        )
     }
 }
 
@@ -377,7 +397,7 @@ mod tests {
             state,
             family: FAMILY_IPV4,
             origin,
-            _pad: 0,
+            _pad: [0; 5],
         };
         let (sock, stateless, unknown) = (ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN);
         let cases = [
@@ -401,6 +421,22 @@ mod tests {
         for (key, want) in cases {
             assert_eq!(classify_recv(&key), want, "{key:?}");
         }
+    }
+
+    #[test]
+    fn reason_numbers_are_looked_up_by_name() {
+        // 6.18 numbering; the numbers shift between kernels, the names do not.
+        let reasons = BTreeMap::from([(1, "NO_SOCKET".to_string()), (14, "TCP_STATE".to_string())]);
+        let mut key = skey(state::NONE, TCP_SYN, 0);
+        key.reason = 1;
+        assert_eq!(classify_send_key(&reasons, &key), SendCause::NoListener);
+        key.reason = 14;
+        assert_eq!(classify_send_key(&reasons, &key), SendCause::Disconnect);
+        key.reason = 99; // a number this kernel has no name for
+        assert_eq!(classify_send_key(&reasons, &key), SendCause::Other);
+        key.reason = REASON_UNAVAILABLE;
+        key.state = state::TIME_WAIT;
+        assert_eq!(classify_send_key(&reasons, &key), SendCause::Timewait);
     }
 
     #[test]

@@ -171,11 +171,7 @@ impl Presenter<'_> {
             },
             Event::Send(s) => {
                 let reason = self.reasons.get(&s.key.reason).map(String::as_str);
-                let cause = if classify::reason_unavailable(s.key.reason) {
-                    classify::classify_send(None, &s.key)
-                } else {
-                    classify::classify_send(Some(reason.unwrap_or("UNKNOWN")), &s.key)
-                };
+                let cause = classify::classify_send_key(self.reasons, &s.key);
                 Sample {
                     time: self.time(s.ts_ns),
                     direction: "sent",
@@ -364,7 +360,7 @@ mod tests {
         daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
         SendEvent {
             kind: EVENT_SEND,
-            _pad0: [0; 3],
+            _pad0: [0; 7],
             key: SendKey {
                 reason: 1,
                 state: 0,
@@ -427,12 +423,12 @@ mod tests {
         assert!(s.line().contains("sent     no_listener"), "{}", s.line());
         let recv = RecvEvent {
             kind: EVENT_RECV,
-            _pad0: [0; 3],
+            _pad0: [0; 7],
             key: RecvKey {
                 state: state::SYN_SENT,
                 family: FAMILY_IPV4,
                 origin: ORIGIN_SOCKET,
-                _pad: 0,
+                _pad: [0; 5],
             },
             ts_ns: 1_500_000,
             saddr: [0; 16],

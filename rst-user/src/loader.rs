@@ -401,18 +401,7 @@ impl Counters {
             let Some(fam) = Family::from_raw(k.family) else {
                 continue;
             };
-            let reason = if classify::reason_unavailable(k.reason) {
-                None
-            } else {
-                Some(
-                    layout
-                        .reasons
-                        .get(&k.reason)
-                        .map(String::as_str)
-                        .unwrap_or("UNKNOWN"),
-                )
-            };
-            let cause = classify::classify_send(reason, &k);
+            let cause = classify::classify_send_key(&layout.reasons, &k);
             *snap.sent.entry((cause, fam)).or_default() += v.iter().sum::<u64>();
         }
         for (k, v) in self.recv.iter().flatten() {

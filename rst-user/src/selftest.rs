@@ -455,18 +455,7 @@ impl Collected {
                     let local = SocketAddr::new(ip_of(s.key.family, &s.saddr), s.sport);
                     let remote = SocketAddr::new(ip_of(s.key.family, &s.daddr), s.dport);
                     if local == flow.sender && remote == flow.receiver {
-                        let reason = if classify::reason_unavailable(s.key.reason) {
-                            None
-                        } else {
-                            Some(
-                                layout
-                                    .reasons
-                                    .get(&s.key.reason)
-                                    .map(String::as_str)
-                                    .unwrap_or("UNKNOWN"),
-                            )
-                        };
-                        o.sent = Some(classify::classify_send(reason, &s.key));
+                        o.sent = Some(classify::classify_send_key(&layout.reasons, &s.key));
                     }
                 }
                 Event::Recv(r) if o.received.is_none() => {
