@@ -11,6 +11,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod vm;
+
 /// bpf-linker version that builds against this toolchain's LLVM (see docs/building.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The toolchain that compiles the eBPF crate.
@@ -39,7 +41,13 @@ enum Cmd {
         /// Skip fmt and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the VM tier (Debian's 6.1 and 6.12 kernels in qemu).
+        #[arg(long)]
+        no_vm: bool,
     },
+    /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu (TCG) and run rstmon check,
+    /// selftest and run in each (docs/compatibility.md).
+    Vm(vm::VmArgs),
     /// Set up and run the benchmarks (`docs/performance.md`).
     Bench {
         /// Arguments for the benchmark binary (e.g. `--quick`).
@@ -332,17 +340,53 @@ fn test(no_lint: bool, promtool: &Path) -> Result<()> {
     }
     step("tests: host unit tests, BPF_PROG_TEST_RUN, network-namespace integration");
     // One thread: the tracepoint counters are host-wide, so tests that assert exact
-    // deltas must not overlap.
-    run(t.args([
+    // deltas must not overlap. Doc-tests are skipped (there are none).
+    t.args([
         "test",
         "--workspace",
         "--exclude",
         "rst-ebpf",
         "--release",
         "--all-features",
+        "--lib",
+        "--bins",
+        "--tests",
         "--",
         "--test-threads=1",
-    ]))
+    ]);
+    let (passed, failed, status) = run_counting(&mut t)?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs `cargo test`, passing its output through, and adds up its "test result" lines.
+fn run_counting(cmd: &mut Command) -> Result<(u64, u64, std::process::ExitStatus)> {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let (mut passed, mut failed) = (0, 0);
+    let stdout = child.stdout.take().context("piped stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |what: &str| {
+                rest.split(';')
+                    .find_map(|p| p.trim().strip_suffix(what))
+                    .and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            passed += num(" passed");
+            failed += num(" failed");
+        }
+    }
+    Ok((passed, failed, child.wait()?))
 }
 
 fn main() -> ExitCode {
@@ -361,9 +405,23 @@ fn main() -> ExitCode {
                 step(&format!("running {} {}", bin.display(), args.join(" ")));
                 run(privileged(&bin.display().to_string()).args(&args))
             }
-            Cmd::Test { no_lint } => {
+            Cmd::Test { no_lint, no_vm } => {
                 let promtool = setup()?;
-                test(no_lint, &promtool)
+                test(no_lint, &promtool)?;
+                if no_vm {
+                    return Ok(());
+                }
+                step("VM tier: rstmon on Debian's 6.1 and 6.12 kernels (qemu, TCG)");
+                vm::vm(vm::VmArgs {
+                    kernel: vm::KernelSel::All,
+                    keep: false,
+                    timeout: 300,
+                    no_build: false,
+                })
+            }
+            Cmd::Vm(args) => {
+                setup()?;
+                vm::vm(args)
             }
             Cmd::Bench { args } => {
                 setup()?;
