@@ -56,18 +56,18 @@ enum Cmd {
     },
 }
 
-fn step(msg: &str) {
+pub(crate) fn step(msg: &str) {
     eprintln!("xtask: {msg}");
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc_geteuid() == 0 }
 }
@@ -77,7 +77,7 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
@@ -85,7 +85,7 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> Option<String> {
+pub(crate) fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(Stdio::null()).output().ok()?;
     out.status
         .success()
@@ -96,8 +96,15 @@ fn have(program: &str) -> bool {
     output(Command::new("sh").args(["-c", &format!("command -v {program}")])).is_some()
 }
 
+/// `apt-get ARGS`, as root, non-interactive.
+pub(crate) fn apt(args: &[&str]) -> Command {
+    let mut c = privileged("apt-get");
+    c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    c
+}
+
 /// Runs a command as root: directly when we are root, through sudo otherwise.
-fn privileged(program: &str) -> Command {
+pub(crate) fn privileged(program: &str) -> Command {
     if is_root() {
         Command::new(program)
     } else {
@@ -226,11 +233,6 @@ fn setup_packages() -> Result<()> {
         "Debian packages: installing {}",
         missing.join(" ")
     ));
-    let apt = |args: &[&str]| {
-        let mut c = privileged("apt-get");
-        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        c
-    };
     run(&mut apt(&["update", "-qq"]))?;
     let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
     install.args(&missing);

@@ -20,6 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::{apt, output, run, step, workspace_root};
 use anyhow::{Context as _, Result, bail};
 
 /// Module the guest needs when the kernel has it as a module (veth pairs for selftest
@@ -89,54 +90,6 @@ impl KernelSel {
     }
 }
 
-fn step(msg: &str) {
-    eprintln!("xtask: vm: {msg}");
-}
-
-/// The workspace root: the parent of this crate, or (when vm.rs is compiled elsewhere)
-/// the nearest ancestor of the current directory that has `tests/vm/init`.
-fn workspace_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    if here.join("tests/vm/init").exists() {
-        return here;
-    }
-    env::current_dir()
-        .ok()
-        .and_then(|d| {
-            d.ancestors()
-                .find(|a| a.join("tests/vm/init").exists())
-                .map(Path::to_path_buf)
-        })
-        .unwrap_or(here)
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { geteuid() == 0 }
-}
-
-unsafe extern "C" {
-    fn geteuid() -> u32;
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
-}
-
-fn output(cmd: &mut Command) -> Option<String> {
-    let out = cmd.stderr(Stdio::null()).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Full path of a command, from PATH or the sbin directories.
 fn which(program: &str) -> Option<PathBuf> {
     output(Command::new("sh").args(["-c", &format!("command -v {program}")]))
@@ -148,22 +101,6 @@ fn which(program: &str) -> Option<PathBuf> {
                 .map(|d| Path::new(d).join(program))
                 .find(|p| p.exists())
         })
-}
-
-fn privileged(program: &str) -> Command {
-    if is_root() {
-        Command::new(program)
-    } else {
-        let mut c = Command::new("sudo");
-        c.args(["-E", program]);
-        c
-    }
-}
-
-fn apt(args: &[&str]) -> Command {
-    let mut c = privileged("apt-get");
-    c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-    c
 }
 
 fn deb_installed(pkg: &str) -> bool {
