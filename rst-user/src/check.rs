@@ -142,7 +142,12 @@ pub fn run() -> Vec<Item> {
             wakeup_bytes: 1 << 20,
             xdp_mode: XdpModeArg::Auto,
         };
-        items.push(match Monitor::start(&cfg) {
+        // Its log lines would repeat the items above.
+        let started =
+            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+                Monitor::start(&cfg)
+            });
+        items.push(match started {
             Ok(m) => {
                 let hooks = &m.programs.hooks;
                 let ok = hooks.iter().filter(|(_, a)| *a).count();
