@@ -79,27 +79,35 @@ fn be16(start: usize, end: usize, off: usize) -> Option<u16> {
 /// `None` for anything that is not a complete, well-formed TCP segment with RST set:
 /// other protocols, non-first fragments, IHL < 5, data offset < 5, truncated headers,
 /// IP length fields too short for the headers, or more headers than the walk bounds.
+///
+/// This runs for every packet, so the non-RST path is kept short: the IP header is
+/// parsed at a constant offset for each VLAN depth, and the checks only an RST needs
+/// (fragment offset, length fields, the whole TCP header) come after the TCP flags.
+/// Every check returns `None`, so their order does not change the result.
 #[inline(always)]
 pub fn parse_rst(start: usize, end: usize) -> Option<Rst> {
-    let mut proto = be16(start, end, 12)?;
-    let mut l3 = ETH_HLEN;
-    let mut vlan_depth = 0u8;
-    for _ in 0..MAX_VLAN {
-        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
-            break;
-        }
-        proto = be16(start, end, l3 + 2)?;
-        l3 += 4;
-        vlan_depth += 1;
+    // The VLAN walk, unrolled: each depth gets its own copy of the IP parser, with the
+    // IP header at a constant offset.
+    const _: () = assert!(MAX_VLAN == 2, "parse_rst unrolls exactly MAX_VLAN tags");
+    let is_vlan = |p: u16| p == ETH_P_8021Q || p == ETH_P_8021AD;
+    let proto = be16(start, end, 12)?;
+    if !is_vlan(proto) {
+        return parse_ip(start, end, proto, ETH_HLEN, 0);
     }
+    let proto = be16(start, end, ETH_HLEN + 2)?;
+    if !is_vlan(proto) {
+        return parse_ip(start, end, proto, ETH_HLEN + 4, 1);
+    }
+    let proto = be16(start, end, ETH_HLEN + 6)?;
+    parse_ip(start, end, proto, ETH_HLEN + 8, 2)
+}
 
-    let family;
-    let l4;
-    let ip_payload; // bytes after the fixed/extension IP headers, from the length fields
+/// [`parse_rst`] from the EtherType `proto` of the header at `l3`.
+#[inline(always)]
+fn parse_ip(start: usize, end: usize, proto: u16, l3: usize, vlan_depth: u8) -> Option<Rst> {
     if proto == ETH_P_IP {
         let [vihl, _tos]: [u8; 2] = load(start, end, l3)?;
-        // Protocol first: the common non-TCP case leaves after two loads.
-        let protocol: u8 = load(start, end, l3 + 9)?;
+        let [_ttl, protocol]: [u8; 2] = load(start, end, l3 + 8)?;
         if protocol != IPPROTO_TCP || vihl >> 4 != 4 {
             return None;
         }
@@ -107,70 +115,110 @@ pub fn parse_rst(start: usize, end: usize) -> Option<Rst> {
         if ihl < 20 {
             return None;
         }
+        let l4 = l3 + ihl;
+        let flags = rst_flags(start, end, l4)?;
         // A non-first fragment carries no TCP header.
         if be16(start, end, l3 + 6)? & 0x1fff != 0 {
             return None;
         }
-        family = FAMILY_IPV4;
-        l4 = l3 + ihl;
         let tot_len = be16(start, end, l3 + 2)? as usize;
         if tot_len < ihl {
             return None;
         }
-        ip_payload = tot_len - ihl;
-    } else if proto == ETH_P_IPV6 {
-        let [v, _]: [u8; 2] = load(start, end, l3)?;
-        if v >> 4 != 6 {
-            return None;
-        }
-        let mut nh: u8 = load(start, end, l3 + 6)?;
-        let plen = be16(start, end, l3 + 4)? as usize;
-        let mut off = l3 + 40;
-        let mut found = nh == IPPROTO_TCP;
-        for _ in 0..MAX_EXT_HDRS {
-            if found {
-                break;
-            }
-            // Every extension header is at least 8 bytes: read its first 4 in one load.
-            let [next, l, f0, f1]: [u8; 4] = load(start, end, off)?;
-            let len = match nh {
-                IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => (l as usize + 1) * 8,
-                IPPROTO_FRAGMENT => {
-                    // Offset in the upper 13 bits: a non-first fragment has no TCP header.
-                    if u16::from_be_bytes([f0, f1]) & 0xfff8 != 0 {
-                        return None;
-                    }
-                    8
-                }
-                IPPROTO_AH => (l as usize + 2) * 4,
-                _ => return None,
-            };
-            off += len;
-            if off > MAX_L4_OFFSET {
-                return None;
-            }
-            nh = next;
-            found = nh == IPPROTO_TCP;
-        }
-        if !found {
-            return None;
-        }
-        family = FAMILY_IPV6;
-        l4 = off;
-        let ext = l4 - (l3 + 40);
-        if plen < ext {
-            return None;
-        }
-        ip_payload = plen - ext;
-    } else {
+        return tcp_rst(
+            start,
+            end,
+            FAMILY_IPV4,
+            flags,
+            vlan_depth,
+            l3,
+            l4,
+            tot_len - ihl,
+        );
+    }
+    if proto != ETH_P_IPV6 {
         return None;
     }
+    let [v, _]: [u8; 2] = load(start, end, l3)?;
+    if v >> 4 != 6 {
+        return None;
+    }
+    let [mut nh, _hop_limit]: [u8; 2] = load(start, end, l3 + 6)?;
+    let mut off = l3 + 40;
+    let mut found = nh == IPPROTO_TCP;
+    for _ in 0..MAX_EXT_HDRS {
+        if found {
+            break;
+        }
+        // Every extension header is at least 8 bytes: read its first 4 in one load.
+        let [next, l, f0, f1]: [u8; 4] = load(start, end, off)?;
+        let len = match nh {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => (l as usize + 1) * 8,
+            IPPROTO_FRAGMENT => {
+                // Offset in the upper 13 bits: a non-first fragment has no TCP header.
+                if u16::from_be_bytes([f0, f1]) & 0xfff8 != 0 {
+                    return None;
+                }
+                8
+            }
+            IPPROTO_AH => (l as usize + 2) * 4,
+            _ => return None,
+        };
+        off += len;
+        if off > MAX_L4_OFFSET {
+            return None;
+        }
+        nh = next;
+        found = nh == IPPROTO_TCP;
+    }
+    if !found {
+        return None;
+    }
+    let l4 = off;
+    let flags = rst_flags(start, end, l4)?;
+    let plen = be16(start, end, l3 + 4)? as usize;
+    let ext = l4 - (l3 + 40);
+    if plen < ext {
+        return None;
+    }
+    tcp_rst(
+        start,
+        end,
+        FAMILY_IPV6,
+        flags,
+        vlan_depth,
+        l3,
+        l4,
+        plen - ext,
+    )
+}
 
-    // The non-RST path ends here, after one load from the TCP header.
+/// The TCP flags at `l4` if RST is set: where the non-RST path ends, after one load
+/// from the TCP header.
+#[inline(always)]
+fn rst_flags(start: usize, end: usize, l4: usize) -> Option<u8> {
     let [_, flags]: [u8; 2] = load(start, end, l4 + 12)?;
     if flags & TCP_RST == 0 {
-        return None;
+        None
+    } else {
+        Some(flags)
     }
+}
+
+/// The end of [`parse_rst`] for an RST: the fixed TCP header and its length checks.
+/// `ip_payload` is the byte count after the IP headers, from the IP length fields.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn tcp_rst(
+    start: usize,
+    end: usize,
+    family: u8,
+    flags: u8,
+    vlan_depth: u8,
+    l3: usize,
+    l4: usize,
+    ip_payload: usize,
+) -> Option<Rst> {
     let th: [u8; 20] = load(start, end, l4)?;
     let tcp_hlen = ((th[12] >> 4) as usize) * 4;
     if tcp_hlen < 20 || ip_payload < tcp_hlen {
