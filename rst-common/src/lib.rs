@@ -83,7 +83,8 @@ pub const ORIGIN_SOCKET: u8 = 2;
 pub mod globals {
     /// u32, max wire samples per second per CPU; 0 disables wire sampling.
     pub const WIRE_SAMPLES_PER_SEC: &str = "WIRE_SAMPLES_PER_SEC";
-    /// u32, ring-buffer bytes pending before a sample forces a wakeup.
+    /// u32: a sample forces a consumer wakeup each time the bytes sampled (wire: per
+    /// CPU; trace: pending in the ring) cross another multiple of it; never otherwise.
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// [`crate::TraceOffsets`].
     pub const TRACE_OFFSETS: &str = "TRACE_OFFSETS";
