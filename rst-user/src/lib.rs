@@ -1,6 +1,7 @@
 //! rstmon's user-space side as a library: the `rstmon` binary, the integration tests
 //! and the benchmarks share it.
 
+pub mod batch;
 pub mod check;
 pub mod classify;
 pub mod drain;

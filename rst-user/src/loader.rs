@@ -16,6 +16,7 @@ use rst_common::{
 use tracing::{info, warn};
 
 use crate::{
+    batch,
     classify::{self, Family},
     ifaces::Iface,
     kernel::{self, KernelBtf, KernelLayout, Tracefs},
@@ -165,6 +166,8 @@ pub struct Counters {
     send: PerCpuHashMap<MapData, SendKey, u64>,
     recv: PerCpuHashMap<MapData, RecvKey, u64>,
     stats: PerCpuArray<MapData, u64>,
+    /// Possible CPUs: the number of values of each per-CPU entry.
+    ncpus: usize,
 }
 
 /// Loaded and attached programs. Dropping it detaches everything.
@@ -349,6 +352,7 @@ impl Monitor {
             send: take(&mut ebpf, MAP_SEND_COUNTERS)?,
             recv: take(&mut ebpf, MAP_RECV_COUNTERS)?,
             stats: take(&mut ebpf, MAP_STATS)?,
+            ncpus: possible_cpus() as usize,
         };
         let events = take(&mut ebpf, MAP_EVENTS)?;
         // Said once everything worked, so that a failure stays a single line.
@@ -386,7 +390,7 @@ impl Counters {
     /// Reads every counter map, summing per-CPU values, and classifies the keys.
     pub fn snapshot(&self, layout: &KernelLayout, ifnames: &BTreeMap<u32, String>) -> Snapshot {
         let mut snap = Snapshot::default();
-        for (k, v) in self.wire.iter().flatten() {
+        for (k, v) in batch::percpu_sums(&self.wire, self.ncpus) {
             let Some(fam) = Family::from_raw(k.family) else {
                 continue;
             };
@@ -395,21 +399,21 @@ impl Counters {
                 .cloned()
                 .unwrap_or_else(|| format!("if{}", k.ifindex));
             let flags = if k.ack != 0 { "rst_ack" } else { "rst" };
-            *snap.wire.entry((iface, fam, flags)).or_default() += v.iter().sum::<u64>();
+            *snap.wire.entry((iface, fam, flags)).or_default() += v;
         }
-        for (k, v) in self.send.iter().flatten() {
+        for (k, v) in batch::percpu_sums(&self.send, self.ncpus) {
             let Some(fam) = Family::from_raw(k.family) else {
                 continue;
             };
             let cause = classify::classify_send_key(&layout.reasons, &k);
-            *snap.sent.entry((cause, fam)).or_default() += v.iter().sum::<u64>();
+            *snap.sent.entry((cause, fam)).or_default() += v;
         }
-        for (k, v) in self.recv.iter().flatten() {
+        for (k, v) in batch::percpu_sums(&self.recv, self.ncpus) {
             let Some(fam) = Family::from_raw(k.family) else {
                 continue;
             };
             let cause = classify::classify_recv(&k);
-            *snap.received.entry((cause, fam)).or_default() += v.iter().sum::<u64>();
+            *snap.received.entry((cause, fam)).or_default() += v;
         }
         let stat = |i: u32| -> u64 { self.stats.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
         snap.kernel = KernelStats {

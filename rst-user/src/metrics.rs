@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use prometheus::{Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder as _, TextEncoder,
+    proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType},
+};
 
 use crate::classify::{Family, RecvCause, SendCause};
 
@@ -47,164 +50,212 @@ pub struct Snapshot {
     pub kernel_release: String,
 }
 
-fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    reg.register(Box::new(c.clone()))
-        .expect("unique metric name");
-    c
+/// One metric family under construction: samples are added with their labels and sorted
+/// the way a prometheus `Registry` sorts them, so the exposition is stable.
+struct FamilyBuilder {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    metrics: Vec<(Vec<String>, Metric)>,
+    label_names: &'static [&'static str],
 }
 
-fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    reg.register(Box::new(g.clone()))
-        .expect("unique metric name");
-    g
+impl FamilyBuilder {
+    fn new(
+        name: &'static str,
+        help: &'static str,
+        kind: MetricType,
+        label_names: &'static [&'static str],
+    ) -> Self {
+        Self {
+            name,
+            help,
+            kind,
+            metrics: Vec::new(),
+            label_names,
+        }
+    }
+
+    /// Adds one sample; `values` are in the order of `label_names`.
+    fn add(&mut self, values: &[&str], value: f64) {
+        debug_assert_eq!(values.len(), self.label_names.len());
+        let mut pairs: Vec<(&str, &str)> = self
+            .label_names
+            .iter()
+            .copied()
+            .zip(values.iter().copied())
+            .collect();
+        pairs.sort_unstable();
+        let labels = pairs
+            .iter()
+            .map(|(n, v)| {
+                let mut l = LabelPair::default();
+                l.set_name((*n).to_string());
+                l.set_value((*v).to_string());
+                l
+            })
+            .collect();
+        let mut m = Metric::from_label(labels);
+        match self.kind {
+            MetricType::COUNTER => {
+                let mut c = Counter::default();
+                c.set_value(value);
+                m.set_counter(c);
+            }
+            _ => {
+                let mut g = Gauge::default();
+                g.set_value(value);
+                m.set_gauge(g);
+            }
+        }
+        let key = pairs.iter().map(|(_, v)| (*v).to_string()).collect();
+        self.metrics.push((key, m));
+    }
+
+    fn build(mut self) -> MetricFamily {
+        self.metrics.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut mf = MetricFamily::default();
+        mf.set_name(self.name.to_string());
+        mf.set_help(self.help.to_string());
+        mf.set_field_type(self.kind);
+        mf.set_metric(self.metrics.into_iter().map(|(_, m)| m).collect());
+        mf
+    }
 }
 
 impl Snapshot {
-    /// Renders the Prometheus text exposition format.
+    /// Renders the Prometheus text exposition format. The families are built directly
+    /// (no registry of metric vectors), which keeps a scrape of thousands of series cheap.
     pub fn render(&self) -> String {
-        let reg = Registry::new();
-        let sent = counter(
-            &reg,
+        use MetricType::{COUNTER, GAUGE};
+        let mut sent = FamilyBuilder::new(
             "rstmon_resets_sent_total",
             "TCP resets this host's TCP stack sent (all network namespaces), by the kernel's own reason.",
+            COUNTER,
             &["cause", "family"],
         );
-        let received = counter(
-            &reg,
+        let mut received = FamilyBuilder::new(
             "rstmon_resets_received_total",
             "TCP resets accepted by a socket on this host.",
+            COUNTER,
             &["cause", "family"],
         );
-        let wire = counter(
-            &reg,
+        let mut wire = FamilyBuilder::new(
             "rstmon_wire_resets_total",
             "TCP RST segments seen by XDP on ingress of each monitored interface (exact, never sampled).",
+            COUNTER,
             &["interface", "family", "flags"],
         );
         for fam in Family::ALL {
             for cause in SendCause::ALL {
                 let v = self.sent.get(&(*cause, *fam)).copied().unwrap_or(0);
-                sent.with_label_values(&[cause.label(), fam.label()])
-                    .inc_by(v);
+                sent.add(&[cause.label(), fam.label()], v as f64);
             }
             for cause in RecvCause::ALL {
                 let v = self.received.get(&(*cause, *fam)).copied().unwrap_or(0);
-                received
-                    .with_label_values(&[cause.label(), fam.label()])
-                    .inc_by(v);
+                received.add(&[cause.label(), fam.label()], v as f64);
             }
-            for (iface, _) in &self.interfaces {
+        }
+        // Every monitored interface's series at 0, then whatever the kernel counted
+        // (an interface that went away keeps its series).
+        let mut wire_values: BTreeMap<(&str, Family, &str), u64> = BTreeMap::new();
+        for (iface, _) in &self.interfaces {
+            for fam in Family::ALL {
                 for flags in WIRE_FLAGS {
-                    wire.with_label_values(&[iface.as_str(), fam.label(), flags]);
+                    wire_values.insert((iface.as_str(), *fam, flags), 0);
                 }
             }
         }
         for ((iface, fam, flags), v) in &self.wire {
-            wire.with_label_values(&[iface.as_str(), fam.label(), flags])
-                .inc_by(*v);
+            *wire_values
+                .entry((iface.as_str(), *fam, flags))
+                .or_default() += *v;
+        }
+        for ((iface, fam, flags), v) in wire_values {
+            wire.add(&[iface, fam.label(), flags], v as f64);
         }
 
-        let dropped = counter(
-            &reg,
+        let k = &self.kernel;
+        let mut dropped = FamilyBuilder::new(
             "rstmon_samples_dropped_total",
             "Samples not delivered to user space: ring buffer full, or over the sampling rate limit. Counters stay exact.",
+            COUNTER,
             &["source", "reason"],
         );
-        let k = &self.kernel;
-        dropped
-            .with_label_values(&["wire", "ring_full"])
-            .inc_by(k.wire_ring_full);
-        dropped
-            .with_label_values(&["wire", "rate_limited"])
-            .inc_by(k.wire_rate_limited);
-        dropped
-            .with_label_values(&["trace", "ring_full"])
-            .inc_by(k.trace_ring_full);
-        let submitted = counter(
-            &reg,
+        dropped.add(&["wire", "ring_full"], k.wire_ring_full as f64);
+        dropped.add(&["wire", "rate_limited"], k.wire_rate_limited as f64);
+        dropped.add(&["trace", "ring_full"], k.trace_ring_full as f64);
+        let mut submitted = FamilyBuilder::new(
             "rstmon_samples_submitted_total",
             "Samples the kernel programs put into the ring buffer.",
+            COUNTER,
             &["source"],
         );
-        submitted
-            .with_label_values(&["wire"])
-            .inc_by(k.wire_sampled);
-        submitted
-            .with_label_values(&["trace"])
-            .inc_by(k.trace_sampled);
-        let delivered = counter(
-            &reg,
+        submitted.add(&["wire"], k.wire_sampled as f64);
+        submitted.add(&["trace"], k.trace_sampled as f64);
+        let mut delivered = FamilyBuilder::new(
             "rstmon_samples_received_total",
             "Samples the daemon read from the ring buffer.",
+            COUNTER,
             &["source"],
         );
-        delivered
-            .with_label_values(&["wire"])
-            .inc_by(self.user.wire_received);
-        delivered
-            .with_label_values(&["trace"])
-            .inc_by(self.user.trace_received);
-        let errors = counter(
-            &reg,
+        delivered.add(&["wire"], self.user.wire_received as f64);
+        delivered.add(&["trace"], self.user.trace_received as f64);
+        let mut errors = FamilyBuilder::new(
             "rstmon_errors_total",
             "Internal errors: counter map full, failed kernel reads, undecodable samples.",
+            COUNTER,
             &["kind"],
         );
-        errors
-            .with_label_values(&["counter_map_full"])
-            .inc_by(k.counter_map_full);
-        errors
-            .with_label_values(&["kernel_read"])
-            .inc_by(k.read_errors);
-        errors
-            .with_label_values(&["decode"])
-            .inc_by(self.user.decode_errors);
+        errors.add(&["counter_map_full"], k.counter_map_full as f64);
+        errors.add(&["kernel_read"], k.read_errors as f64);
+        errors.add(&["decode"], self.user.decode_errors as f64);
 
-        let attached = gauge(
-            &reg,
+        let mut attached = FamilyBuilder::new(
             "rstmon_xdp_attached",
             "1 for each interface with rstmon's XDP program attached, by XDP mode.",
+            GAUGE,
             &["interface", "mode"],
         );
         for (iface, mode) in &self.interfaces {
-            attached
-                .with_label_values(&[iface.as_str(), mode.as_str()])
-                .set(1);
+            attached.add(&[iface.as_str(), mode.as_str()], 1.0);
         }
-        let hooks = gauge(
-            &reg,
+        let mut hooks = FamilyBuilder::new(
             "rstmon_hook_attached",
             "1 when a tracing hook is attached.",
+            GAUGE,
             &["hook"],
         );
         for (name, ok) in &self.hooks {
-            hooks
-                .with_label_values(&[name.as_str()])
-                .set(i64::from(*ok));
+            hooks.add(&[name.as_str()], f64::from(u8::from(*ok)));
         }
-        let reason = gauge(
-            &reg,
+        let mut reason = FamilyBuilder::new(
             "rstmon_reset_reason_supported",
             "1 when the kernel's tcp_send_reset tracepoint reports a reset reason (Linux 6.10+); 0 means sent causes come from state and trigger only.",
+            GAUGE,
             &[],
         );
-        reason
-            .with_label_values::<&str>(&[])
-            .set(i64::from(self.reason_supported));
-        let info = gauge(
-            &reg,
+        reason.add(&[], f64::from(u8::from(self.reason_supported)));
+        let mut info = FamilyBuilder::new(
             "rstmon_build_info",
             "rstmon version and the running kernel; always 1.",
+            GAUGE,
             &["version", "kernel"],
         );
-        info.with_label_values(&[self.version.as_str(), self.kernel_release.as_str()])
-            .set(1);
+        info.add(&[self.version.as_str(), self.kernel_release.as_str()], 1.0);
 
+        let mut families: Vec<MetricFamily> = [
+            sent, received, wire, dropped, submitted, delivered, errors, attached, hooks, reason,
+            info,
+        ]
+        .into_iter()
+        .filter(|f| !f.metrics.is_empty())
+        .map(FamilyBuilder::build)
+        .collect();
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
         TextEncoder::new()
-            .encode(&reg.gather(), &mut out)
+            .encode(&families, &mut out)
             .expect("text encoding never fails");
         String::from_utf8(out).expect("exposition is UTF-8")
     }
