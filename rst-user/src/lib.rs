@@ -14,3 +14,4 @@ pub mod netns;
 pub mod privs;
 pub mod selftest;
 pub mod server;
+pub mod sys;

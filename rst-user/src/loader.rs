@@ -1,11 +1,16 @@
 //! Loading the eBPF object, attaching it, and reading its counters.
 
-use std::{collections::BTreeMap, fmt, io};
+use std::{
+    collections::BTreeMap,
+    fmt, io,
+    os::fd::{AsFd as _, OwnedFd},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{TracePoint, Xdp, XdpMode},
+    sys::SyscallError,
 };
 use rst_common::{
     MAP_EVENTS, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS, MAP_WIRE_COUNTERS,
@@ -21,6 +26,7 @@ use crate::{
     ifaces::Iface,
     kernel::{self, KernelBtf, KernelLayout, Tracefs},
     metrics::{KernelStats, Snapshot},
+    sys,
 };
 
 /// The compiled eBPF object, built by build.rs.
@@ -168,6 +174,8 @@ pub struct Counters {
     stats: PerCpuArray<MapData, u64>,
     /// Possible CPUs: the number of values of each per-CPU entry.
     ncpus: usize,
+    /// The tracing programs, for their kernel-side miss counters.
+    hook_fds: Vec<(String, OwnedFd)>,
 }
 
 /// Loaded and attached programs. Dropping it detaches everything.
@@ -313,6 +321,7 @@ impl Monitor {
             .map_err(LoadError::Load)?;
 
         let mut hooks = Vec::new();
+        let mut hook_fds = Vec::new();
         for (name, tp) in [
             (PROG_SEND_RESET, "tcp_send_reset"),
             (PROG_RECV_RESET, "tcp_receive_reset"),
@@ -323,6 +332,19 @@ impl Monitor {
             prog.attach("tcp", tp)
                 .map_err(|source| LoadError::Program { name, source })?;
             hooks.push((format!("tcp:{tp}"), true));
+            let fd = prog
+                .fd()
+                .and_then(|fd| {
+                    fd.as_fd().try_clone_to_owned().map_err(|io_error| {
+                        SyscallError {
+                            call: "dup",
+                            io_error,
+                        }
+                        .into()
+                    })
+                })
+                .map_err(|source| LoadError::Program { name, source })?;
+            hook_fds.push((format!("tcp:{tp}"), fd));
         }
         if layout.offsets.tp_saw_tstamp_bit == rst_common::OFF_NONE {
             warn!(
@@ -353,6 +375,7 @@ impl Monitor {
             recv: take(&mut ebpf, MAP_RECV_COUNTERS)?,
             stats: take(&mut ebpf, MAP_STATS)?,
             ncpus: possible_cpus() as usize,
+            hook_fds,
         };
         let events = take(&mut ebpf, MAP_EVENTS)?;
         // Said once everything worked, so that a failure stays a single line.
@@ -425,6 +448,11 @@ impl Counters {
             counter_map_full: stat(STAT_COUNTER_MAP_FULL),
             read_errors: stat(STAT_READ_ERRORS),
         };
+        snap.hook_misses = self
+            .hook_fds
+            .iter()
+            .map(|(name, fd)| (name.clone(), sys::recursion_misses(fd.as_fd()).unwrap_or(0)))
+            .collect();
         snap.reason_supported = layout.has_reason;
         snap
     }

@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub interfaces: Vec<(String, String)>,
     /// Tracing hooks and whether they are attached.
     pub hooks: Vec<(String, bool)>,
+    /// Tracing hooks and how often the kernel skipped them (recursion protection).
+    pub hook_misses: Vec<(String, u64)>,
     pub kernel: KernelStats,
     pub user: UserStats,
     pub reason_supported: bool,
@@ -229,6 +231,15 @@ impl Snapshot {
         for (name, ok) in &self.hooks {
             hooks.add(&[name.as_str()], f64::from(u8::from(*ok)));
         }
+        let mut misses = FamilyBuilder::new(
+            "rstmon_hook_missed_total",
+            "Times the kernel did not run a tracing hook because another tracing program was running on the same CPU (bpf_prog_info.recursion_misses): resets not counted on that side.",
+            COUNTER,
+            &["hook"],
+        );
+        for (name, n) in &self.hook_misses {
+            misses.add(&[name.as_str()], *n as f64);
+        }
         let mut reason = FamilyBuilder::new(
             "rstmon_reset_reason_supported",
             "1 when the kernel's tcp_send_reset tracepoint reports a reset reason (Linux 6.10+); 0 means sent causes come from state and trigger only.",
@@ -245,8 +256,8 @@ impl Snapshot {
         info.add(&[self.version.as_str(), self.kernel_release.as_str()], 1.0);
 
         let mut families: Vec<MetricFamily> = [
-            sent, received, wire, dropped, submitted, delivered, errors, attached, hooks, reason,
-            info,
+            sent, received, wire, dropped, submitted, delivered, errors, attached, hooks, misses,
+            reason, info,
         ]
         .into_iter()
         .filter(|f| !f.metrics.is_empty())
@@ -271,6 +282,10 @@ mod tests {
             hooks: vec![
                 ("tcp:tcp_send_reset".into(), true),
                 ("tcp:tcp_receive_reset".into(), true),
+            ],
+            hook_misses: vec![
+                ("tcp:tcp_send_reset".into(), 0),
+                ("tcp:tcp_receive_reset".into(), 0),
             ],
             reason_supported: true,
             version: "0.1.0".into(),
