@@ -58,8 +58,10 @@ struct FamilyBuilder {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
-    metrics: Vec<(Vec<String>, Metric)>,
+    metrics: Vec<Metric>,
     label_names: &'static [&'static str],
+    /// Positions of `label_names` in name order (the order of the exposition).
+    order: Vec<usize>,
 }
 
 impl FamilyBuilder {
@@ -69,31 +71,28 @@ impl FamilyBuilder {
         kind: MetricType,
         label_names: &'static [&'static str],
     ) -> Self {
+        let mut order: Vec<usize> = (0..label_names.len()).collect();
+        order.sort_by_key(|&i| label_names[i]);
         Self {
             name,
             help,
             kind,
             metrics: Vec::new(),
             label_names,
+            order,
         }
     }
 
     /// Adds one sample; `values` are in the order of `label_names`.
     fn add(&mut self, values: &[&str], value: f64) {
         debug_assert_eq!(values.len(), self.label_names.len());
-        let mut pairs: Vec<(&str, &str)> = self
-            .label_names
+        let labels = self
+            .order
             .iter()
-            .copied()
-            .zip(values.iter().copied())
-            .collect();
-        pairs.sort_unstable();
-        let labels = pairs
-            .iter()
-            .map(|(n, v)| {
+            .map(|&i| {
                 let mut l = LabelPair::default();
-                l.set_name((*n).to_string());
-                l.set_value((*v).to_string());
+                l.set_name(self.label_names[i].to_string());
+                l.set_value(values[i].to_string());
                 l
             })
             .collect();
@@ -110,17 +109,25 @@ impl FamilyBuilder {
                 m.set_gauge(g);
             }
         }
-        let key = pairs.iter().map(|(_, v)| (*v).to_string()).collect();
-        self.metrics.push((key, m));
+        self.metrics.push(m);
     }
 
+    /// Sorts the samples by label values, as a prometheus `Registry` does.
     fn build(mut self) -> MetricFamily {
-        self.metrics.sort_by(|a, b| a.0.cmp(&b.0));
+        let by_values = |a: &Metric, b: &Metric| {
+            a.get_label()
+                .iter()
+                .map(LabelPair::value)
+                .cmp(b.get_label().iter().map(LabelPair::value))
+        };
+        if !self.metrics.is_sorted_by(|a, b| by_values(a, b).is_le()) {
+            self.metrics.sort_by(by_values);
+        }
         let mut mf = MetricFamily::default();
         mf.set_name(self.name.to_string());
         mf.set_help(self.help.to_string());
         mf.set_field_type(self.kind);
-        mf.set_metric(self.metrics.into_iter().map(|(_, m)| m).collect());
+        mf.set_metric(self.metrics);
         mf
     }
 }
@@ -158,23 +165,24 @@ impl Snapshot {
                 received.add(&[cause.label(), fam.label()], v as f64);
             }
         }
-        // Every monitored interface's series at 0, then whatever the kernel counted
-        // (an interface that went away keeps its series).
-        let mut wire_values: BTreeMap<(&str, Family, &str), u64> = BTreeMap::new();
+        // Every monitored interface's series at 0, then whatever the kernel counted (an
+        // interface that went away keeps its series). Keyed in label-name order (family,
+        // flags, interface), so the samples come out already sorted.
+        let mut wire_values: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
         for (iface, _) in &self.interfaces {
             for fam in Family::ALL {
                 for flags in WIRE_FLAGS {
-                    wire_values.insert((iface.as_str(), *fam, flags), 0);
+                    wire_values.insert((fam.label(), flags, iface.as_str()), 0);
                 }
             }
         }
         for ((iface, fam, flags), v) in &self.wire {
             *wire_values
-                .entry((iface.as_str(), *fam, flags))
+                .entry((fam.label(), flags, iface.as_str()))
                 .or_default() += *v;
         }
-        for ((iface, fam, flags), v) in wire_values {
-            wire.add(&[iface, fam.label(), flags], v as f64);
+        for ((fam, flags, iface), v) in wire_values {
+            wire.add(&[iface, fam, flags], v as f64);
         }
 
         let k = &self.kernel;
