@@ -587,6 +587,29 @@ fn checksum(sum: u32) -> u16 {
     !(s as u16)
 }
 
+/// A fully specified IPv4 RST|ACK behind an 802.1Q tag, with IPv4 options, the TCP
+/// timestamp option and 5 bytes of payload: the fixture of the field-by-field sample tests.
+pub fn example_rst_v4() -> Frame {
+    Frame::tcp4(TCP_RST | TCP_ACK)
+        .with_vlans(&[Vlan::dot1q(42)])
+        .with_ipv4(|ip| {
+            ip.src = [10, 1, 2, 3];
+            ip.dst = [172, 16, 254, 1];
+            ip.ttl = 37;
+            ip.id = 0xbeef;
+            ip.options = vec![0x94, 4, 0, 0];
+        })
+        .with_tcp(|t| {
+            t.sport = 443;
+            t.dport = 51234;
+            t.seq = 0xdead_beef;
+            t.ack = 0x0102_0304;
+            t.window = 502;
+            t.options = Tcp::timestamp_options(0xaaaa, 0xbbbb);
+            t.payload = b"hello".to_vec();
+        })
+}
+
 /// The Internet checksum of `bytes`: 0 over a header that carries a correct one.
 pub fn internet_checksum(bytes: &[u8]) -> u16 {
     checksum(sum16(0, bytes))

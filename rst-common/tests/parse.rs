@@ -7,7 +7,7 @@ use rst_common::{
     frames::{
         self, Built, ETH_P_ARP, Ext6, Frame, IPPROTO_AH, IPPROTO_ESP, IPPROTO_FRAGMENT,
         IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_NONE, IPPROTO_ROUTING, IPPROTO_TCP,
-        IPPROTO_UDP, Rng, Tcp, TcpOpt, Vlan, catalog, empty_event, mutate,
+        IPPROTO_UDP, Rng, Tcp, TcpOpt, Vlan, catalog, empty_event, example_rst_v4, mutate,
     },
     parse::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, MAX_EXT_HDRS, MAX_L4_OFFSET,
@@ -680,24 +680,7 @@ fn wrong_ip_version_is_none() {
 
 #[test]
 fn fill_sample_ipv4_fields_exact() {
-    let f = Frame::tcp4(TCP_RST | TCP_ACK)
-        .with_vlans(&[Vlan::dot1q(42)])
-        .with_ipv4(|ip| {
-            ip.src = [10, 1, 2, 3];
-            ip.dst = [172, 16, 254, 1];
-            ip.ttl = 37;
-            ip.id = 0xbeef;
-            ip.options = vec![0x94, 4, 0, 0];
-        })
-        .with_tcp(|t| {
-            t.sport = 443;
-            t.dport = 51234;
-            t.seq = 0xdead_beef;
-            t.ack = 0x0102_0304;
-            t.window = 502;
-            t.options = Tcp::timestamp_options(0xaaaa, 0xbbbb);
-            t.payload = b"hello".to_vec();
-        });
+    let f = example_rst_v4();
     let ev = sample(&f.build().bytes).expect("an RST");
     let mut want = empty_event();
     want.kind = EVENT_WIRE;

@@ -224,23 +224,14 @@ static CHILDREN: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
 /// Blocks SIGINT/SIGTERM in every thread and handles them on a dedicated one: children
 /// are killed and the namespaces made so far deleted before the process exits.
 fn cleanup_on_signal() {
-    // SAFETY: plain signal-mask manipulation on a sigset_t we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        thread::spawn(move || {
-            let mut sig = 0;
-            libc::sigwait(&set, &mut sig);
-            eprintln!("bench: interrupted; stopping children and removing namespaces");
-            for pid in CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                libc::kill(*pid, libc::SIGKILL);
-            }
-            rst_user::netns::cleanup_all_and_exit(130);
-        });
-    }
+    rst_user::netns::on_interrupt(|| {
+        eprintln!("bench: interrupted; stopping children and removing namespaces");
+        for pid in CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            // SAFETY: signalling a child this process spawned, by its PID.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        rst_user::netns::cleanup_all_and_exit(130);
+    });
 }
 
 /// Spawns `cmd` with SIGINT/SIGTERM unblocked again (the mask is inherited across exec)

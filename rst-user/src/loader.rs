@@ -228,25 +228,20 @@ fn attach_xdp(prog: &mut Xdp, iface: &Iface, mode: XdpModeArg) -> Result<&'stati
         source,
     };
     let try_mode = |prog: &mut Xdp, m: XdpMode| prog.attach_to_if_index(iface.ifindex, m);
+    let fail = |e| {
+        if busy(&e) {
+            LoadError::XdpBusy(iface.name.clone())
+        } else {
+            wrap(e)
+        }
+    };
     match mode {
         XdpModeArg::Native => try_mode(prog, XdpMode::Driver)
             .map(|_| "native")
-            .map_err(|e| {
-                if busy(&e) {
-                    LoadError::XdpBusy(iface.name.clone())
-                } else {
-                    wrap(e)
-                }
-            }),
+            .map_err(fail),
         XdpModeArg::Generic => try_mode(prog, XdpMode::Skb)
             .map(|_| "generic")
-            .map_err(|e| {
-                if busy(&e) {
-                    LoadError::XdpBusy(iface.name.clone())
-                } else {
-                    wrap(e)
-                }
-            }),
+            .map_err(fail),
         XdpModeArg::Auto => match try_mode(prog, XdpMode::Driver) {
             Ok(_) => Ok("native"),
             Err(e) if busy(&e) => Err(LoadError::XdpBusy(iface.name.clone())),
@@ -257,13 +252,7 @@ fn attach_xdp(prog: &mut Xdp, iface: &Iface, mode: XdpModeArg) -> Result<&'stati
                 );
                 try_mode(prog, XdpMode::Skb)
                     .map(|_| "generic")
-                    .map_err(|e| {
-                        if busy(&e) {
-                            LoadError::XdpBusy(iface.name.clone())
-                        } else {
-                            wrap(e)
-                        }
-                    })
+                    .map_err(fail)
             }
         },
     }

@@ -246,28 +246,12 @@ async fn watch_cmd(args: WatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Blocks SIGINT/SIGTERM in every thread and handles them on a dedicated one: the
-/// namespaces made so far are deleted before the process exits.
-fn cleanup_on_signal() {
-    // SAFETY: plain signal-mask manipulation on a sigset_t we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        std::thread::spawn(move || {
-            let mut sig = 0;
-            libc::sigwait(&set, &mut sig);
-            eprintln!("rstmon: interrupted; removing the namespaces made so far");
-            netns::cleanup_all_and_exit(130);
-        });
-    }
-}
-
 fn selftest_cmd() -> anyhow::Result<bool> {
     require_privileges()?;
-    cleanup_on_signal();
+    netns::on_interrupt(|| {
+        eprintln!("rstmon: interrupted; removing the namespaces made so far");
+        netns::cleanup_all_and_exit(130);
+    });
     let stale = netns::sweep_stale();
     if stale > 0 {
         info!("removed {stale} namespaces left by an earlier run");

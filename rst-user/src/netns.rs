@@ -195,6 +195,25 @@ impl Pair {
     }
 }
 
+/// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread it starts
+/// afterwards) and runs `f` on a dedicated thread when one of them arrives: `f` can clean
+/// up with ordinary code, which a signal handler could not.
+pub fn on_interrupt(f: impl FnOnce() + Send + 'static) {
+    // SAFETY: plain signal-mask manipulation on a sigset_t we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        std::thread::spawn(move || {
+            let mut sig = 0;
+            libc::sigwait(&set, &mut sig);
+            f();
+        });
+    }
+}
+
 /// Deletes every namespace this process still has and exits (for signal handlers). The
 /// registry stays locked until the exit, so no namespace is made or half-made after it.
 pub fn cleanup_all_and_exit(code: i32) -> ! {

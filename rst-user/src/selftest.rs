@@ -279,6 +279,16 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(100));
 }
 
+/// Lets the RST arrive, closes the client, and names the flow (server → client).
+fn finish(client: TcpStream, server: SocketAddr, client_addr: SocketAddr) -> io::Result<Flow> {
+    settle();
+    drop(client);
+    Ok(Flow {
+        sender: server,
+        receiver: client_addr,
+    })
+}
+
 // --- the situations --------------------------------------------------------------------------
 
 fn s1_no_listener(p: &Pair, v6: bool) -> io::Result<Flow> {
@@ -322,12 +332,7 @@ fn s2_request_timeout(p: &Pair, v6: bool) -> io::Result<Flow> {
     }
     set_linger0(&server)?;
     drop(server);
-    settle();
-    drop(client);
-    Ok(Flow {
-        sender: sa,
-        receiver: ca,
-    })
+    finish(client, sa, ca)
 }
 
 fn s3_unread_data(p: &Pair, v6: bool) -> io::Result<Flow> {
@@ -338,12 +343,7 @@ fn s3_unread_data(p: &Pair, v6: bool) -> io::Result<Flow> {
     server.read_exact(&mut buf)?;
     settle(); // the remaining 904 bytes arrive and stay unread
     drop(server);
-    settle();
-    drop(client);
-    Ok(Flow {
-        sender: sa,
-        receiver: ca,
-    })
+    finish(client, sa, ca)
 }
 
 fn s4_data_after_close(p: &Pair, v6: bool) -> io::Result<Flow> {
@@ -372,12 +372,7 @@ fn s5_lost_state(p: &Pair, v6: bool) -> io::Result<Flow> {
     let (mut client, server, ca, sa) = connected(&p.a, &p.b, a, b, None)?;
     vanish(server)?; // the server host "reboots": no FIN, no RST, no state
     client.write_all(b"anyone there?")?;
-    settle();
-    drop(client);
-    Ok(Flow {
-        sender: sa,
-        receiver: ca,
-    })
+    finish(client, sa, ca)
 }
 
 fn s6_keepalive(p: &Pair, v6: bool) -> io::Result<Flow> {
@@ -419,12 +414,7 @@ fn s7_linger_abort(p: &Pair, v6: bool) -> io::Result<Flow> {
     server.write_all(&[0xa5; 64 * 1024])?; // queued data, discarded by the abort
     set_linger0(&server)?;
     drop(server);
-    settle();
-    drop(client);
-    Ok(Flow {
-        sender: sa,
-        receiver: ca,
-    })
+    finish(client, sa, ca)
 }
 
 // --- observation -----------------------------------------------------------------------------

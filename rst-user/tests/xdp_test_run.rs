@@ -20,7 +20,7 @@ use rst_common::{
     FAMILY_IPV4, FAMILY_IPV6, MAP_EVENTS, MAP_STATS, MAP_WIRE_COUNTERS, PROG_XDP,
     STAT_COUNTER_MAP_FULL, STAT_WIRE_RATE_LIMITED, STAT_WIRE_RING_FULL, STAT_WIRE_SAMPLED, TCP_ACK,
     TCP_RST, TCP_SYN, TraceOffsets, WireEvent, WireKey,
-    frames::{self, Ext6, Frame, IPPROTO_UDP, Rng, Tcp, TcpOpt, Vlan, catalog, mutate},
+    frames::{self, Ext6, Frame, IPPROTO_UDP, Rng, TcpOpt, Vlan, catalog, example_rst_v4, mutate},
     globals,
     parse::{ETH_HLEN, MAX_EXT_HDRS},
 };
@@ -406,26 +406,7 @@ fn xdp_agrees_with_the_host_parser_on_fuzzed_frames() {
 #[test]
 fn xdp_sample_equals_host_fill_sample_field_by_field() {
     let mut h = Harness::new();
-    let v4 = Frame::tcp4(TCP_RST | TCP_ACK)
-        .with_vlans(&[Vlan::dot1q(42)])
-        .with_ipv4(|ip| {
-            ip.src = [10, 1, 2, 3];
-            ip.dst = [172, 16, 254, 1];
-            ip.ttl = 37;
-            ip.id = 0xbeef;
-            ip.options = vec![0x94, 4, 0, 0];
-        })
-        .with_tcp(|t| {
-            t.sport = 443;
-            t.dport = 51234;
-            t.seq = 0xdead_beef;
-            t.ack = 0x0102_0304;
-            t.window = 502;
-            t.options = Tcp::timestamp_options(0xaaaa, 0xbbbb);
-            t.payload = b"hello".to_vec();
-        })
-        .build()
-        .bytes;
+    let v4 = example_rst_v4().build().bytes;
     let v6 = Frame::tcp6(TCP_RST)
         .with_vlans(&[Vlan::dot1ad(100), Vlan::dot1q(200)])
         .with_ipv6(|ip| {

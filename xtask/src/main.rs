@@ -226,6 +226,11 @@ fn setup_packages() -> Result<()> {
         step("Debian packages (iproute2, tcpdump, util-linux): present");
         return Ok(());
     }
+    install_packages(&missing)
+}
+
+/// `apt-get update` and `apt-get install` of `missing`, with one line saying so.
+pub(crate) fn install_packages(missing: &[&str]) -> Result<()> {
     if !have("apt-get") {
         bail!("missing packages {missing:?} and no apt-get: install them by hand");
     }
@@ -235,7 +240,7 @@ fn setup_packages() -> Result<()> {
     ));
     run(&mut apt(&["update", "-qq"]))?;
     let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
-    install.args(&missing);
+    install.args(missing);
     run(&mut install)
 }
 
@@ -300,7 +305,8 @@ fn build_release() -> Result<()> {
     Ok(())
 }
 
-fn test(no_lint: bool, promtool: &Path) -> Result<()> {
+/// Runs the lints and the cargo tests; returns (passed, failed) of the cargo tests.
+fn test(no_lint: bool, promtool: &Path) -> Result<(u64, u64)> {
     let root = workspace_root();
     if !no_lint {
         step("lint: cargo fmt --check");
@@ -361,7 +367,7 @@ fn test(no_lint: bool, promtool: &Path) -> Result<()> {
     if !status.success() || failed > 0 {
         bail!("cargo test failed ({status})");
     }
-    Ok(())
+    Ok((passed, failed))
 }
 
 /// Runs `cargo test`, passing its output through, and adds up its "test result" lines.
@@ -409,17 +415,19 @@ fn main() -> ExitCode {
             }
             Cmd::Test { no_lint, no_vm } => {
                 let promtool = setup()?;
-                test(no_lint, &promtool)?;
-                if no_vm {
-                    return Ok(());
+                let (passed, failed) = test(no_lint, &promtool)?;
+                if !no_vm {
+                    step("VM tier: rstmon on Debian's 6.1 and 6.12 kernels (qemu, TCG)");
+                    vm::vm(vm::VmArgs {
+                        kernel: vm::KernelSel::All,
+                        keep: false,
+                        timeout: 300,
+                        no_build: false,
+                    })?;
                 }
-                step("VM tier: rstmon on Debian's 6.1 and 6.12 kernels (qemu, TCG)");
-                vm::vm(vm::VmArgs {
-                    kernel: vm::KernelSel::All,
-                    keep: false,
-                    timeout: 300,
-                    no_build: false,
-                })
+                // The last line: the cargo tests' total (the VM tier reports above).
+                println!("tests: {passed} passed, {failed} failed");
+                Ok(())
             }
             Cmd::Vm(args) => {
                 setup()?;

@@ -130,17 +130,7 @@ fn setup_packages() -> Result<()> {
         step(&format!("Debian packages ({}): present", names.join(", ")));
         return Ok(());
     }
-    if which("apt-get").is_none() {
-        bail!("missing packages {missing:?} and no apt-get: install them by hand");
-    }
-    step(&format!(
-        "Debian packages: installing {}",
-        missing.join(" ")
-    ));
-    run(&mut apt(&["update", "-qq"]))?;
-    let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
-    install.args(&missing);
-    run(&mut install)
+    crate::install_packages(&missing)
 }
 
 /// The number that orders packages of a series: `56` of linux-image-6.1.0-56-cloud-amd64,
