@@ -1,5 +1,7 @@
 //! `rstmon check`: one line per prerequisite; non-zero exit when the daemon could not run.
 
+use rst_common::OFF_NONE;
+
 use crate::{
     kernel::{self, KernelBtf},
     loader::{Config, Monitor, XdpModeArg},
@@ -105,37 +107,50 @@ pub fn run() -> Vec<Item> {
         }
     }
 
+    let mut layout = None;
     if let (Some(t), Some(b)) = (&tracefs, &btf) {
         match kernel::probe_layout(&t.path, b) {
-            Ok(l) if l.has_reason => items.push(item(
-                Verdict::Ok,
-                "reasons",
-                format!("tcp_send_reset reports reasons; {} names decoded from the running kernel", l.reasons.len()),
-            )),
-            Ok(_) => items.push(item(
-                Verdict::Warn,
-                "reasons",
-                "tcp_send_reset has no reason field: sent causes from state and trigger only, others as `other`",
-            )),
+            Ok(l) => {
+                items.push(if l.has_reason {
+                    item(
+                        Verdict::Ok,
+                        "reasons",
+                        format!(
+                            "tcp_send_reset reports reasons; {} names decoded from the running kernel",
+                            l.reasons.len()
+                        ),
+                    )
+                } else {
+                    item(
+                        Verdict::Warn,
+                        "reasons",
+                        "tcp_send_reset has no reason field: sent causes from state and trigger only, others as `other`",
+                    )
+                });
+                items.push(if l.offsets.tp_saw_tstamp_bit != OFF_NONE {
+                    item(
+                        Verdict::Ok,
+                        "rx_opt",
+                        "tcp_sock.rx_opt found: peer_lost_state told from peer_abort",
+                    )
+                } else {
+                    item(
+                        Verdict::Warn,
+                        "rx_opt",
+                        "tcp_sock.rx_opt not in BTF: every established-state RST counts as peer_abort",
+                    )
+                });
+                layout = Some(l);
+            }
             Err(e) => items.push(item(Verdict::Fail, "layout", e.to_string())),
         }
-        items.push(
-            match b.member_bit_offset("tcp_sock", &["rx_opt", "saw_tstamp"]) {
-                Ok(_) => item(
-                    Verdict::Ok,
-                    "rx_opt",
-                    "tcp_sock.rx_opt found: peer_lost_state told from peer_abort",
-                ),
-                Err(_) => item(
-                    Verdict::Warn,
-                    "rx_opt",
-                    "tcp_sock.rx_opt not in BTF: every established-state RST counts as peer_abort",
-                ),
-            },
-        );
     }
+    // The BTF parse is the expensive part of a start: free it before loading.
+    drop(btf);
 
-    if items.iter().all(|i| i.verdict != Verdict::Fail) {
+    if let (Some(t), Some(l)) = (tracefs, layout)
+        && items.iter().all(|i| i.verdict != Verdict::Fail)
+    {
         let cfg = Config {
             interfaces: vec![],
             max_samples_per_sec: 0,
@@ -145,7 +160,7 @@ pub fn run() -> Vec<Item> {
         // Its log lines would repeat the items above.
         let started =
             tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-                Monitor::start(&cfg)
+                Monitor::start_with(&cfg, t, l)
             });
         items.push(match started {
             Ok(m) => {

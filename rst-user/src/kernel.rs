@@ -260,22 +260,28 @@ impl KernelBtf {
         None
     }
 
-    /// Bit offset of `name` inside `s`, looking through anonymous structs and unions.
-    fn member_offset_in(&self, s: &btf_rs::Struct, name: &str, depth: u32) -> Option<u32> {
+    /// The member `name` of `s` and its bit offset, looking through anonymous structs and
+    /// unions.
+    fn find_member(
+        &self,
+        s: &btf_rs::Struct,
+        name: &str,
+        depth: u32,
+    ) -> Option<(u32, btf_rs::Member)> {
         if depth > 8 {
             return None;
         }
         for m in &s.members {
             let mname = self.0.resolve_name(m).unwrap_or_default();
             if mname == name {
-                return Some(m.bit_offset());
+                return Some((m.bit_offset(), m.clone()));
             }
             if mname.is_empty()
                 && let Ok(t) = self.0.resolve_chained_type(m)
                 && let Some(inner) = self.as_struct(t)
-                && let Some(o) = self.member_offset_in(&inner, name, depth + 1)
+                && let Some((o, found)) = self.find_member(&inner, name, depth + 1)
             {
-                return Some(m.bit_offset() + o);
+                return Some((m.bit_offset() + o, found));
             }
         }
         None
@@ -294,36 +300,15 @@ impl KernelBtf {
         let mut s = self.find_struct(strukt).ok_or_else(missing)?;
         let mut total = 0u32;
         for (i, name) in path.iter().enumerate() {
-            let o = self.member_offset_in(&s, name, 0).ok_or_else(missing)?;
+            let (o, m) = self.find_member(&s, name, 0).ok_or_else(missing)?;
             total += o;
             if i + 1 < path.len() {
                 // Descend into the named member's struct type.
-                let m = self.find_member(&s, name, 0).ok_or_else(missing)?;
                 let t = self.0.resolve_chained_type(&m).map_err(|_| missing())?;
                 s = self.as_struct(t).ok_or_else(missing)?;
             }
         }
         Ok(total)
-    }
-
-    fn find_member(&self, s: &btf_rs::Struct, name: &str, depth: u32) -> Option<btf_rs::Member> {
-        if depth > 8 {
-            return None;
-        }
-        for m in &s.members {
-            let mname = self.0.resolve_name(m).unwrap_or_default();
-            if mname == name {
-                return Some(m.clone());
-            }
-            if mname.is_empty()
-                && let Ok(t) = self.0.resolve_chained_type(m)
-                && let Some(inner) = self.as_struct(t)
-                && let Some(found) = self.find_member(&inner, name, depth + 1)
-            {
-                return Some(found);
-            }
-        }
-        None
     }
 
     /// Members of a C enum as (name, value).

@@ -198,27 +198,24 @@ pub struct Programs {
 fn has_errno(err: &(dyn std::error::Error + 'static), codes: &[i32]) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>()
-            && io.raw_os_error().is_some_and(|c| codes.contains(&c))
-        {
-            return true;
-        }
-        if let Some(aya::programs::ProgramError::SyscallError(s)) =
+        let errno = if let Some(io) = e.downcast_ref::<io::Error>() {
+            io.raw_os_error()
+        } else if let Some(nl) = e.downcast_ref::<aya::sys::NetlinkError>() {
+            // The legacy netlink attach path (kernels without XDP links).
+            nl.raw_os_error()
+        } else if let Some(aya::programs::ProgramError::SyscallError(s)) =
             e.downcast_ref::<aya::programs::ProgramError>()
-            && s.io_error
-                .raw_os_error()
-                .is_some_and(|c| codes.contains(&c))
         {
+            s.io_error.raw_os_error()
+        } else {
+            None
+        };
+        if errno.is_some_and(|c| codes.contains(&c)) {
             return true;
         }
         cur = e.source();
     }
-    // Netlink errors carry the errno only in their text.
-    let text = err.to_string();
-    codes.iter().any(|c| {
-        (*c == libc::EBUSY && text.contains("busy"))
-            || (*c == libc::EEXIST && text.contains("exists"))
-    })
+    false
 }
 
 fn attach_xdp(prog: &mut Xdp, iface: &Iface, mode: XdpModeArg) -> Result<&'static str, LoadError> {
@@ -285,12 +282,20 @@ impl Monitor {
     /// Probes the kernel, loads the object and attaches XDP to `cfg.interfaces` and the
     /// tracing hooks. Any failure leaves nothing attached.
     pub fn start(cfg: &Config) -> Result<Self, LoadError> {
+        let tracefs = kernel::ensure_tracefs()?;
+        let layout = kernel::probe_layout(&tracefs.path, &KernelBtf::load()?)?;
+        Self::start_with(cfg, tracefs, layout)
+    }
+
+    /// [`Monitor::start`] with the kernel already probed (`rstmon check` has done it).
+    pub fn start_with(
+        cfg: &Config,
+        tracefs: Tracefs,
+        layout: KernelLayout,
+    ) -> Result<Self, LoadError> {
         if EBPF_OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
-        let tracefs = kernel::ensure_tracefs()?;
-        let btf = KernelBtf::load()?;
-        let layout = kernel::probe_layout(&tracefs.path, &btf)?;
         if !layout.has_reason {
             warn!(
                 "tcp:tcp_send_reset has no reason field on this kernel (< 6.10): sent causes \

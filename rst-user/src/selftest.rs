@@ -423,10 +423,6 @@ fn s7_linger_abort(p: &Pair, v6: bool) -> io::Result<Flow> {
 #[derive(Clone, Default)]
 pub struct Collected(pub Arc<Mutex<Vec<Event>>>);
 
-fn ip_of(family: u8, raw: &[u8; 16]) -> IpAddr {
-    events::addr(family, raw)
-}
-
 /// What rstmon said about one flow.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
@@ -442,15 +438,15 @@ impl Collected {
         for ev in evs.iter() {
             match ev {
                 Event::Send(s) if o.sent.is_none() => {
-                    let local = SocketAddr::new(ip_of(s.key.family, &s.saddr), s.sport);
-                    let remote = SocketAddr::new(ip_of(s.key.family, &s.daddr), s.dport);
+                    let local = SocketAddr::new(events::addr(s.key.family, &s.saddr), s.sport);
+                    let remote = SocketAddr::new(events::addr(s.key.family, &s.daddr), s.dport);
                     if local == flow.sender && remote == flow.receiver {
                         o.sent = Some(classify::classify_send_key(&layout.reasons, &s.key));
                     }
                 }
                 Event::Recv(r) if o.received.is_none() => {
-                    let local = SocketAddr::new(ip_of(r.key.family, &r.saddr), r.sport);
-                    let remote = SocketAddr::new(ip_of(r.key.family, &r.daddr), r.dport);
+                    let local = SocketAddr::new(events::addr(r.key.family, &r.saddr), r.sport);
+                    let remote = SocketAddr::new(events::addr(r.key.family, &r.daddr), r.dport);
                     if local == flow.receiver && remote == flow.sender {
                         o.received = Some(classify::classify_recv(&r.key));
                     }

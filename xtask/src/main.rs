@@ -363,8 +363,8 @@ fn test(no_lint: bool, promtool: &Path) -> Result<(u64, u64)> {
         "--test-threads=1",
     ]);
     let (passed, failed, status) = run_counting(&mut t)?;
-    println!("tests: {passed} passed, {failed} failed");
     if !status.success() || failed > 0 {
+        println!("tests: {passed} passed, {failed} failed");
         bail!("cargo test failed ({status})");
     }
     Ok((passed, failed))
