@@ -7,7 +7,10 @@
 
 use core::mem::size_of;
 
-use crate::{FAMILY_IPV4, FAMILY_IPV6, TCP_RST, WireEvent};
+use crate::{
+    FAMILY_IPV4, FAMILY_IPV6, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS,
+    IPPROTO_ROUTING, IPPROTO_TCP, TCP_RST, WireEvent,
+};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -21,12 +24,6 @@ pub const MAX_EXT_HDRS: usize = 6;
 /// Extension headers may not push the TCP header further than this into the frame.
 pub const MAX_L4_OFFSET: usize = 512;
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_DSTOPTS: u8 = 60;
 const TCPOPT_EOL: u8 = 0;
 const TCPOPT_NOP: u8 = 1;
 const TCPOPT_TIMESTAMP: u8 = 8;
@@ -207,7 +204,10 @@ fn rst_flags(start: usize, end: usize, l4: usize) -> Option<u8> {
 
 /// The end of [`parse_rst`] for an RST: the fixed TCP header and its length checks.
 /// `ip_payload` is the byte count after the IP headers, from the IP length fields.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per field of the sample it fills"
+)]
 #[inline(always)]
 fn tcp_rst(
     start: usize,

@@ -6,11 +6,7 @@
 //! runtime wakes once to move it down a level and once more when it fires — twice per
 //! period, which doubled the idle daemon's wakeups.
 
-use std::{
-    io,
-    os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
-    time::Duration,
-};
+use std::{io, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
@@ -18,60 +14,17 @@ use tokio::{
     sync::watch,
 };
 
-use crate::events::{self, DecodeError, Event};
+use crate::{
+    sources::{self, DecodeError, Event},
+    sys::timerfd::Ticker,
+};
 
 /// How often the ring buffer is drained when no wakeup came.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(200);
 
 fn drain_all(rb: &mut RingBuf<MapData>, f: &mut impl FnMut(Result<Event, DecodeError>)) {
     while let Some(item) = rb.next() {
-        f(events::decode(&item));
-    }
-}
-
-/// A periodic, non-blocking timerfd.
-struct Ticker(OwnedFd);
-
-impl Ticker {
-    fn new(period: Duration) -> io::Result<Self> {
-        // SAFETY: plain syscall; the fd is checked and then owned.
-        let fd = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let ts = libc::timespec {
-            tv_sec: period.as_secs() as libc::time_t,
-            tv_nsec: period.subsec_nanos() as libc::c_long,
-        };
-        let spec = libc::itimerspec {
-            it_interval: ts,
-            it_value: ts,
-        };
-        // SAFETY: valid fd and pointers.
-        if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self(fd))
-    }
-
-    /// Consumes the expirations so far (none pending is fine).
-    fn ack(&self) {
-        let mut n = 0u64;
-        // SAFETY: reads 8 bytes into a u64 we own; a non-blocking fd.
-        unsafe { libc::read(self.0.as_raw_fd(), (&raw mut n).cast(), size_of::<u64>()) };
-    }
-}
-
-impl AsRawFd for Ticker {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
+        f(sources::decode(&item));
     }
 }
 
@@ -116,6 +69,30 @@ pub async fn run(
             }
             _ = stop.changed() => {
                 drain_all(fd.get_mut(), &mut f);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Forwards the kernel programs' aya-log records to the `log` crate (and so to
+/// tracing, target `rstmon::ebpf`) until `stop` turns true.
+pub async fn forward_kernel_log(
+    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    // SAFETY: the logger owns its ring-buffer fd for as long as the AsyncFd owns it.
+    let mut fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    loop {
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            _ = stop.changed() => {
+                fd.get_mut().flush();
                 return Ok(());
             }
         }

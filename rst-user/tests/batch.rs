@@ -1,24 +1,17 @@
-//! `batch::percpu_sums` reads a per-CPU hash map exactly, across many batches. Needs root.
+//! `sys::bpf::percpu_sums` reads a per-CPU hash map exactly, across many batches. Needs
+//! root.
 
 use aya::{
-    EbpfLoader,
     maps::{MapData, PerCpuHashMap, PerCpuValues},
     util::nr_cpus,
 };
-use rst_common::{MAP_WIRE_COUNTERS, TraceOffsets, WireKey, globals};
-use rst_user::{
-    batch::{batch_sums, percpu_sums},
-    loader::EBPF_OBJECT,
-};
+use rst_common::{MAP_WIRE_COUNTERS, WireKey};
+use rst_testkit::loader::load_object;
+use rst_user::sys::bpf::{batch_sums, percpu_sums};
 
 #[test]
 fn batch_read_sums_every_key_exactly() {
-    let mut ebpf = EbpfLoader::new()
-        .override_global(globals::TRACE_OFFSETS, &TraceOffsets::NONE, true)
-        .override_global(globals::WIRE_SAMPLES_PER_SEC, &0u32, true)
-        .override_global(globals::WAKEUP_BYTES, &65536u32, true)
-        .load(EBPF_OBJECT)
-        .expect("load the eBPF object (needs root)");
+    let mut ebpf = load_object(0).expect("load the eBPF object (needs root)");
     let mut map: PerCpuHashMap<MapData, WireKey, u64> = ebpf
         .take_map(MAP_WIRE_COUNTERS)
         .expect("wire counters")

@@ -29,7 +29,7 @@ const LISTEN_2: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOS
 
 const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
 const WIRE_FLAGS: [&str; 2] = ["rst", "rst_ack"];
-/// The sender vocabulary of SCENARIOS.md, written out so the test checks the contract,
+/// The sender vocabulary of docs/classification.md, written out so the test checks the contract,
 /// not whatever the enum happens to hold.
 const SEND_CAUSES: [&str; 13] = [
     "no_listener",
@@ -46,7 +46,7 @@ const SEND_CAUSES: [&str; 13] = [
     "mptcp",
     "other",
 ];
-/// The receiver vocabulary of SCENARIOS.md.
+/// The receiver vocabulary of docs/classification.md.
 const RECV_CAUSES: [&str; 6] = [
     "refused",
     "peer_abort",
@@ -163,7 +163,7 @@ fn assert_user_error(out: &Output, what: &str, needles: &[&str]) {
 #[test]
 fn closed_port_resets_counted_exactly_both_directions() {
     let p = pair();
-    let d = Daemon::start(&p.a, &[&p.a_if], LISTEN);
+    let d = Daemon::start(BIN, &p.a, &[&p.a_if], LISTEN);
     let families: [(&str, IpAddr, IpAddr); 2] = [
         ("ipv4", p.a4.into(), p.b4.into()),
         ("ipv6", p.a6.into(), p.b6.into()),
@@ -216,7 +216,7 @@ fn closed_port_resets_counted_exactly_both_directions() {
 #[test]
 fn exposition_complete_from_start_and_landing_page() {
     let p = pair();
-    let d = Daemon::start(&p.a, &[&p.a_if], LISTEN);
+    let d = Daemon::start(BIN, &p.a, &[&p.a_if], LISTEN);
     let r = d.get("/metrics");
     assert_eq!(r.status, 200);
     let ct = r.header("content-type").unwrap_or_default();
@@ -327,7 +327,7 @@ fn exposition_complete_from_start_and_landing_page() {
 fn promtool_check_metrics_clean() {
     let promtool = promtool();
     let p = pair();
-    let d = Daemon::start(&p.a, &[&p.a_if], LISTEN);
+    let d = Daemon::start(BIN, &p.a, &[&p.a_if], LISTEN);
     connect_refused(&p.a, SocketAddr::new(p.b4.into(), CLOSED_PORT), 3);
     connect_refused(&p.a, SocketAddr::new(p.b6.into(), CLOSED_PORT), 3);
     let text = d.scrape_text();
@@ -431,7 +431,7 @@ fn error_native_xdp_unsupported() {
 #[test]
 fn error_xdp_already_attached_first_keeps_counting() {
     let p = pair();
-    let mut first = Daemon::start(&p.a, &[&p.a_if], LISTEN);
+    let mut first = Daemon::start(BIN, &p.a, &[&p.a_if], LISTEN);
     assert_xdp_attached(&p.a, &p.a_if);
 
     let out = run_failing(run_command(&p.a, &[&p.a_if], LISTEN_2), "second rstmon");
@@ -473,7 +473,7 @@ fn error_xdp_already_attached_first_keeps_counting() {
 #[test]
 fn sigint_detaches_and_exits_zero() {
     let p = pair();
-    let d = Daemon::start(&p.a, &[&p.a_if], LISTEN);
+    let d = Daemon::start(BIN, &p.a, &[&p.a_if], LISTEN);
     assert_xdp_attached(&p.a, &p.a_if);
     d.stop_with(libc::SIGINT);
     assert_no_xdp(&p.a, &p.a_if, "after SIGINT");

@@ -8,7 +8,7 @@ mod common;
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use common::{Daemon, Metrics};
+use common::{BIN, Daemon, Metrics};
 use rst_user::{
     classify::{Family, RecvCause, SendCause},
     netns::{Ns, Pair},
@@ -53,7 +53,7 @@ fn scenario(id: &str, v6: bool) {
     let fam = family.label();
     let pair = Pair::new().expect("namespaces and veth pair");
     let listen: SocketAddr = "127.0.0.1:9745".parse().expect("address");
-    let daemon = Daemon::start(&pair.a, &[&pair.a_if], listen);
+    let daemon = Daemon::start(BIN, &pair.a, &[&pair.a_if], listen);
 
     let before = daemon.scrape();
     let (ns_a0, ns_b0) = (nstat(&pair.a), nstat(&pair.b));

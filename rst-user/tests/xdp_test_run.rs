@@ -12,21 +12,22 @@
 use std::collections::HashMap;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
+    programs::{ProgramError, Xdp},
 };
 use rst_common::{
-    FAMILY_IPV4, FAMILY_IPV6, MAP_EVENTS, MAP_STATS, MAP_WIRE_COUNTERS, PROG_XDP,
-    STAT_COUNTER_MAP_FULL, STAT_WIRE_RATE_LIMITED, STAT_WIRE_RING_FULL, STAT_WIRE_SAMPLED, TCP_ACK,
-    TCP_RST, TCP_SYN, TraceOffsets, WireEvent, WireKey,
-    frames::{self, Ext6, Frame, IPPROTO_UDP, Rng, TcpOpt, Vlan, catalog, example_rst_v4, mutate},
-    globals,
+    FAMILY_IPV4, FAMILY_IPV6, IPPROTO_UDP, MAP_EVENTS, MAP_STATS, MAP_WIRE_COUNTERS, PROG_XDP,
+    Stat, TCP_ACK, TCP_RST, TCP_SYN, WireEvent, WireKey,
     parse::{ETH_HLEN, MAX_EXT_HDRS},
 };
-use rst_user::loader::EBPF_OBJECT;
-
-const XDP_PASS: u32 = 2;
+use rst_testkit::{
+    frames::{self, Ext6, Frame, Rng, TcpOpt, Vlan, catalog, example_rst_v4, mutate},
+    loader::{
+        XDP_PASS, load_object, load_xdp, loopback_ifindex, require_object, require_root, take_map,
+        test_run, xdp,
+    },
+};
 
 /// The loaded XDP program and its maps.
 struct Harness {
@@ -42,52 +43,19 @@ struct Harness {
     rsts: u64,
 }
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert!(
-        euid == 0,
-        "this test loads eBPF and needs root (euid is {euid}); run it with sudo -E, \
-         or through `cargo xtask test`"
-    );
-}
-
-fn loopback_ifindex() -> u32 {
-    let text = std::fs::read_to_string("/sys/class/net/lo/ifindex")
-        .expect("reading /sys/class/net/lo/ifindex");
-    text.trim().parse().expect("parsing the loopback's ifindex")
-}
-
 impl Harness {
     fn new() -> Self {
         require_root();
-        assert!(
-            !EBPF_OBJECT.is_empty(),
-            "rst-user was built with AYA_BUILD_SKIP=1: the eBPF object is a placeholder"
-        );
-        let mut ebpf = EbpfLoader::new()
-            .override_global(globals::TRACE_OFFSETS, &TraceOffsets::NONE, true)
-            .override_global(globals::WIRE_SAMPLES_PER_SEC, &u32::MAX, true)
-            .override_global(globals::WAKEUP_BYTES, &65536u32, true)
-            .load(EBPF_OBJECT)
-            .unwrap_or_else(|e| panic!("loading the eBPF object: {e:?}"));
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROG_XDP)
-            .unwrap_or_else(|| panic!("the object has no program {PROG_XDP}"))
-            .try_into()
-            .unwrap_or_else(|e| panic!("{PROG_XDP} is not an XDP program: {e}"));
-        prog.load()
-            .unwrap_or_else(|e| panic!("loading {PROG_XDP} (verifier): {e:?}"));
-        let map = |ebpf: &mut Ebpf, name: &str| {
-            ebpf.take_map(name)
-                .unwrap_or_else(|| panic!("the object has no map {name}"))
-        };
-        let counters = PerCpuHashMap::try_from(map(&mut ebpf, MAP_WIRE_COUNTERS))
+        require_object();
+        let mut ebpf =
+            load_object(u32::MAX).unwrap_or_else(|e| panic!("loading the eBPF object: {e:?}"));
+        load_xdp(&mut ebpf, PROG_XDP)
+            .unwrap_or_else(|e| panic!("loading {PROG_XDP} (verifier): {e}"));
+        let counters = take_map(&mut ebpf, MAP_WIRE_COUNTERS)
             .unwrap_or_else(|e| panic!("{MAP_WIRE_COUNTERS}: {e}"));
-        let events = RingBuf::try_from(map(&mut ebpf, MAP_EVENTS))
-            .unwrap_or_else(|e| panic!("{MAP_EVENTS}: {e}"));
-        let stats = PerCpuArray::try_from(map(&mut ebpf, MAP_STATS))
-            .unwrap_or_else(|e| panic!("{MAP_STATS}: {e}"));
+        let events =
+            take_map(&mut ebpf, MAP_EVENTS).unwrap_or_else(|e| panic!("{MAP_EVENTS}: {e}"));
+        let stats = take_map(&mut ebpf, MAP_STATS).unwrap_or_else(|e| panic!("{MAP_STATS}: {e}"));
         Self {
             ebpf,
             counters,
@@ -100,19 +68,12 @@ impl Harness {
     }
 
     fn prog(&self) -> &Xdp {
-        self.ebpf
-            .program(PROG_XDP)
-            .and_then(|p| p.try_into().ok())
-            .expect("the XDP program")
+        xdp(&self.ebpf, PROG_XDP)
     }
 
     /// One test run: the program's return value.
     fn try_run(&self, frame: &[u8]) -> Result<u32, ProgramError> {
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::default()
-        };
-        self.prog().test_run(opts).map(|r| r.return_value)
+        test_run(self.prog(), frame)
     }
 
     fn run(&self, frame: &[u8]) -> u32 {
@@ -131,10 +92,11 @@ impl Harness {
             .collect()
     }
 
-    fn stat(&self, idx: u32) -> u64 {
+    fn stat(&self, stat: Stat) -> u64 {
+        let idx = stat.index();
         self.stats
             .get(&idx, 0)
-            .unwrap_or_else(|e| panic!("reading {MAP_STATS}[{idx}]: {e}"))
+            .unwrap_or_else(|e| panic!("reading {MAP_STATS}[{idx}] ({stat:?}): {e}"))
             .iter()
             .sum()
     }
@@ -215,14 +177,10 @@ impl Harness {
 
     /// The self-counters agree: every RST sampled, nothing lost.
     fn check_stats(&self) {
-        assert_eq!(self.stat(STAT_WIRE_SAMPLED), self.rsts, "STAT_WIRE_SAMPLED");
-        assert_eq!(self.stat(STAT_WIRE_RING_FULL), 0, "STAT_WIRE_RING_FULL");
-        assert_eq!(
-            self.stat(STAT_WIRE_RATE_LIMITED),
-            0,
-            "STAT_WIRE_RATE_LIMITED"
-        );
-        assert_eq!(self.stat(STAT_COUNTER_MAP_FULL), 0, "STAT_COUNTER_MAP_FULL");
+        assert_eq!(self.stat(Stat::WireSampled), self.rsts, "Stat::WireSampled");
+        assert_eq!(self.stat(Stat::WireRingFull), 0, "Stat::WireRingFull");
+        assert_eq!(self.stat(Stat::WireRateLimited), 0, "Stat::WireRateLimited");
+        assert_eq!(self.stat(Stat::CounterMapFull), 0, "Stat::CounterMapFull");
     }
 }
 

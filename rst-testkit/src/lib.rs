@@ -1,0 +1,27 @@
+//! rstmon's test tooling, shared by the integration tests and the benchmarks of
+//! rst-user and by the parser tests here. Not published.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`frames`] | hand-built Ethernet frames, the corpus and the fuzzer of the parser tests |
+//! | [`loader`] | the embedded eBPF object loaded for BPF_PROG_TEST_RUN and direct map access |
+//! | [`daemon`] | `rstmon run` in a namespace: [`Rstmon`] (how) and the [`Daemon`] guard |
+//! | [`scrape`] | HTTP GET from inside a namespace, and the exposition parser ([`Metrics`]) |
+//! | [`process`] | spawning, waiting, collecting output, CPU pinning, `/proc` figures |
+//! | [`net`] | MACs, GRO, the TCP MIB, multi-queue veths, RST frames across a pair |
+//! | [`tools`] | `ip link` (XDP attached?) and `promtool` |
+//!
+//! Namespaces and veth pairs themselves are [`rst_user::netns`]'s.
+
+pub mod daemon;
+pub mod frames;
+pub mod loader;
+pub mod net;
+pub mod process;
+pub mod scrape;
+pub mod tools;
+
+pub use daemon::{DEFAULT_LISTEN, Daemon, Rstmon, START_TIMEOUT};
+pub use process::{EXIT_TIMEOUT, run_to_exit};
+pub use scrape::{IO_TIMEOUT, Metrics, Response, Series, get, http_get};
+pub use tools::{promtool, xdp_attachment};

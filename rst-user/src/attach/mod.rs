@@ -1,0 +1,13 @@
+//! Attach and lifecycle: loading the object and attaching the tracing hooks
+//! ([`loader`]), XDP per interface ([`xdp`]), which interfaces ([`select`]), and the
+//! [`controller`] that follows them as they come and go.
+
+pub mod controller;
+pub mod error;
+pub mod loader;
+pub mod select;
+pub mod xdp;
+
+pub use error::LoadError;
+pub use loader::{Config, EBPF_OBJECT, Monitor, Programs, possible_cpus};
+pub use xdp::XdpModeArg;

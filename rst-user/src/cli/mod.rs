@@ -1,0 +1,120 @@
+//! The command line: [`args`] (clap types) and one module per subcommand.
+
+pub mod args;
+pub mod check;
+pub mod run;
+pub mod selftest;
+pub mod watch;
+
+use std::{
+    io::{self, IsTerminal as _},
+    process::ExitCode,
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser as _;
+use tracing::info;
+
+use crate::{
+    attach::{Config, XdpModeArg},
+    kernel::caps,
+};
+use args::{Cli, Cmd, Common};
+
+/// The `rstmon` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "rstmon: bad log filter `{}` (--log / RSTMON_LOG): {e}; e.g. `info`, `rstmon=debug`",
+                cli.log
+            );
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    let result = match cli.cmd {
+        Cmd::Check => {
+            let items = check::run();
+            return if check::print(&items) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        Cmd::Selftest => match selftest::run() {
+            Ok(true) => return ExitCode::SUCCESS,
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Cmd::Run(a) => runtime().and_then(|rt| rt.block_on(run::run(a))),
+        Cmd::Watch(a) => runtime().and_then(|rt| rt.block_on(watch::run(a))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rstmon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+pub(crate) fn require_privileges() -> anyhow::Result<()> {
+    let missing = caps::missing_for_daemon(caps::effective());
+    if !missing.is_empty() {
+        bail!(
+            "missing privilege: rstmon needs {} (run it as root, or grant the capabilities)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn config(c: &Common) -> Config {
+    Config {
+        max_samples_per_sec: c.max_samples_per_sec,
+        wakeup_bytes: 64 * 1024,
+        kernel_log: kernel_log_enabled(),
+    }
+}
+
+/// Whether `--log` turns on the kernel programs' diagnostics (`rstmon::ebpf=debug`).
+pub(crate) fn kernel_log_enabled() -> bool {
+    tracing::enabled!(target: "rstmon::ebpf", tracing::Level::DEBUG)
+}
+
+/// The XDP mode of `c`, for the controller.
+pub(crate) fn xdp_mode(c: &Common) -> XdpModeArg {
+    c.xdp_mode
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without handlers the default action (exit) applies.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => info!("SIGINT: detaching"),
+        _ = term.recv() => info!("SIGTERM: detaching"),
+    }
+}

@@ -1,0 +1,218 @@
+//! The Prometheus text exposition of a [`Snapshot`]. Every known label value is
+//! present, at 0 if nothing happened yet.
+
+use prometheus::{
+    Encoder as _, TextEncoder,
+    proto::{MetricFamily, MetricType},
+};
+use rst_common::Stat;
+
+use super::{family::FamilyBuilder, snapshot::Snapshot};
+use crate::{attach::controller::SKIP_REASONS, sources};
+
+/// Why a scrape could not be rendered (answered with HTTP 500).
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("encoding the exposition: {0}")]
+    Encode(#[from] prometheus::Error),
+    #[error("the exposition is not UTF-8: {0}")]
+    Utf8(#[from] std::string::FromUtf8Error),
+}
+
+impl Snapshot {
+    /// Renders the Prometheus text exposition format. The families are built directly
+    /// (no registry of metric vectors), which keeps a scrape of thousands of series cheap.
+    pub fn render(&self) -> Result<String, RenderError> {
+        use MetricType::{COUNTER, GAUGE};
+        let mut families = vec![
+            sources::sent::family(self),
+            sources::received::family(self),
+            sources::wire::family(self),
+        ];
+
+        let k = &self.kernel;
+        let mut dropped = FamilyBuilder::new(
+            "rstmon_samples_dropped_total",
+            "Samples not delivered to user space: ring buffer full, or over the sampling rate limit. Counters stay exact.",
+            COUNTER,
+            &["source", "reason"],
+        );
+        let mut submitted = FamilyBuilder::new(
+            "rstmon_samples_submitted_total",
+            "Samples the kernel programs put into the ring buffer.",
+            COUNTER,
+            &["source"],
+        );
+        let mut errors = FamilyBuilder::new(
+            "rstmon_errors_total",
+            "Internal errors: counter map full, failed kernel reads, undecodable samples.",
+            COUNTER,
+            &["kind"],
+        );
+        for s in Stat::ALL {
+            let (name, labels) = s.series();
+            // Stat::series names one of these three families.
+            let fam = if name == dropped.name() {
+                &mut dropped
+            } else if name == submitted.name() {
+                &mut submitted
+            } else {
+                &mut errors
+            };
+            let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
+            fam.add(&values, k.get(s) as f64);
+        }
+        errors.add(&["decode"], self.user.decode_errors as f64);
+        let mut delivered = FamilyBuilder::new(
+            "rstmon_samples_received_total",
+            "Samples the daemon read from the ring buffer.",
+            COUNTER,
+            &["source"],
+        );
+        delivered.add(&["wire"], self.user.wire_received as f64);
+        delivered.add(&["trace"], self.user.trace_received as f64);
+
+        let mut attached = FamilyBuilder::new(
+            "rstmon_xdp_attached",
+            "1 for each interface with rstmon's XDP program attached, by XDP mode.",
+            GAUGE,
+            &["interface", "mode"],
+        );
+        for (iface, mode) in &self.interfaces {
+            attached.add(&[iface.as_str(), mode.as_str()], 1.0);
+        }
+        let mut skipped = FamilyBuilder::new(
+            "rstmon_interface_skipped_total",
+            "Interfaces matching the selection that rstmon left alone: another XDP program was attached (foreign_xdp), or attaching failed (attach_failed).",
+            COUNTER,
+            &["reason"],
+        );
+        for reason in SKIP_REASONS {
+            let n = self.skipped.get(reason).copied().unwrap_or(0);
+            skipped.add(&[reason], n as f64);
+        }
+        let mut hooks = FamilyBuilder::new(
+            "rstmon_hook_attached",
+            "1 when rstmon holds an attached link for a tracing hook.",
+            GAUGE,
+            &["hook"],
+        );
+        for (name, ok) in &self.hooks {
+            hooks.add(&[name.as_str()], f64::from(u8::from(*ok)));
+        }
+        let mut misses = FamilyBuilder::new(
+            "rstmon_hook_missed_total",
+            "Times the kernel did not run a tracing hook because another tracing program was running on the same CPU (bpf_prog_info.recursion_misses): resets not counted on that side.",
+            COUNTER,
+            &["hook"],
+        );
+        for (name, n) in &self.hook_misses {
+            misses.add(&[name.as_str()], *n as f64);
+        }
+        let mut reason = FamilyBuilder::new(
+            "rstmon_reset_reason_supported",
+            "1 when the kernel's tcp_send_reset tracepoint reports a reset reason (Linux 6.10+); 0 means sent causes come from state and trigger only.",
+            GAUGE,
+            &[],
+        );
+        reason.add(&[], f64::from(u8::from(self.reason_supported)));
+        let mut info = FamilyBuilder::new(
+            "rstmon_build_info",
+            "rstmon version and the running kernel; always 1.",
+            GAUGE,
+            &["version", "kernel"],
+        );
+        info.add(&[self.version.as_str(), self.kernel_release.as_str()], 1.0);
+
+        families.extend([
+            dropped, submitted, delivered, errors, attached, skipped, hooks, misses, reason, info,
+        ]);
+        let mut families: Vec<MetricFamily> = families
+            .into_iter()
+            .filter(|f| !f.is_empty())
+            .map(FamilyBuilder::build)
+            .collect();
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&families, &mut out)?;
+        Ok(String::from_utf8(out)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{Family, RecvCause, SendCause};
+
+    fn sample() -> Snapshot {
+        let mut s = Snapshot {
+            interfaces: vec![("veth0".into(), "native".into())],
+            hooks: vec![
+                ("tcp:tcp_send_reset".into(), true),
+                ("tcp:tcp_receive_reset".into(), true),
+            ],
+            hook_misses: vec![
+                ("tcp:tcp_send_reset".into(), 0),
+                ("tcp:tcp_receive_reset".into(), 0),
+            ],
+            reason_supported: true,
+            version: "0.1.0".into(),
+            kernel_release: "6.18.0".into(),
+            ..Default::default()
+        };
+        s.sent.insert((SendCause::NoListener, Family::Ipv4), 3);
+        s.received.insert((RecvCause::Refused, Family::Ipv6), 2);
+        s.wire.insert(("veth0".into(), Family::Ipv4, "rst_ack"), 3);
+        s.kernel.set(Stat::WireSampled, 3);
+        s.user.wire_received = 3;
+        s
+    }
+
+    /// The exposition is part of the contract: compare it with the golden file.
+    /// Regenerate with `RSTMON_BLESS=1 cargo test -p rst-user golden`.
+    #[test]
+    fn golden_exposition() {
+        let got = sample().render().unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/metrics.golden.txt");
+        if std::env::var_os("RSTMON_BLESS").is_some() {
+            std::fs::write(path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(path).expect("golden file");
+        assert_eq!(got, want, "exposition changed; bless it if intended");
+    }
+
+    #[test]
+    fn every_cause_is_exported_at_zero() {
+        let text = Snapshot::default().render().unwrap();
+        for fam in Family::ALL {
+            for c in SendCause::ALL {
+                let line = format!(
+                    "rstmon_resets_sent_total{{cause=\"{}\",family=\"{}\"}} 0",
+                    c.label(),
+                    fam.label()
+                );
+                assert!(text.contains(&line), "missing {line}");
+            }
+            for c in RecvCause::ALL {
+                let line = format!(
+                    "rstmon_resets_received_total{{cause=\"{}\",family=\"{}\"}} 0",
+                    c.label(),
+                    fam.label()
+                );
+                assert!(text.contains(&line), "missing {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn wire_series_exist_per_interface_and_count() {
+        let text = sample().render().unwrap();
+        assert!(text.contains(
+            "rstmon_wire_resets_total{family=\"ipv4\",flags=\"rst_ack\",interface=\"veth0\"} 3"
+        ));
+        assert!(text.contains(
+            "rstmon_wire_resets_total{family=\"ipv6\",flags=\"rst\",interface=\"veth0\"} 0"
+        ));
+        assert!(text.contains("rstmon_xdp_attached{interface=\"veth0\",mode=\"native\"} 1"));
+    }
+}

@@ -1,0 +1,5 @@
+//! How samples are shown: [`sample::Sample`] (also the JSON line of `watch --json`) and
+//! its text line.
+
+pub mod line;
+pub mod sample;

@@ -1,0 +1,115 @@
+//! The three sources of resets, each owning its counter key, its sample's decoding and
+//! presentation, its classification and its metric family:
+//!
+//! * [`wire`]: RST segments XDP saw on ingress (`WIRE_COUNTERS`, [`WireEvent`]);
+//! * [`sent`]: resets this host's TCP stack sent (`tcp:tcp_send_reset`, [`SendEvent`]);
+//! * [`received`]: resets a socket on this host accepted (`tcp:tcp_receive_reset`,
+//!   [`RecvEvent`]).
+
+pub mod received;
+pub mod sent;
+pub mod wire;
+
+use rst_common::{EVENT_RECV, EVENT_SEND, EVENT_WIRE, RecvEvent, SendEvent, WireEvent};
+
+/// One ring-buffer record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Wire(WireEvent),
+    Send(SendEvent),
+    Recv(RecvEvent),
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty record")]
+    Empty,
+    #[error("record of kind {kind} is {len} bytes, expected {want}")]
+    Length { kind: u8, len: usize, want: usize },
+    #[error("unknown record kind {0}")]
+    Kind(u8),
+}
+
+fn read<T: Copy>(buf: &[u8], kind: u8) -> Result<T, DecodeError> {
+    let want = size_of::<T>();
+    if buf.len() != want {
+        return Err(DecodeError::Length {
+            kind,
+            len: buf.len(),
+            want,
+        });
+    }
+    // SAFETY: length checked; T is a repr(C) plain-integer struct valid for any bytes.
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring-buffer record, checking its kind and exact length.
+pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+    let kind = *buf.first().ok_or(DecodeError::Empty)?;
+    match kind {
+        EVENT_WIRE => read(buf, kind).map(Event::Wire),
+        EVENT_SEND => read(buf, kind).map(Event::Send),
+        EVENT_RECV => read(buf, kind).map(Event::Recv),
+        k => Err(DecodeError::Kind(k)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use rst_common::{FAMILY_IPV4, SendKey, TCP_SYN};
+
+    pub(crate) fn bytes<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain repr(C) value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    pub(crate) fn send_event() -> SendEvent {
+        let mut saddr = [0; 16];
+        saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let mut daddr = [0; 16];
+        daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        SendEvent {
+            kind: EVENT_SEND,
+            _pad0: [0; 7],
+            key: SendKey {
+                reason: 1,
+                state: 0,
+                family: FAMILY_IPV4,
+                trig_flags: TCP_SYN,
+                bits: 0,
+            },
+            ts_ns: 0,
+            saddr,
+            daddr,
+            sport: 9,
+            dport: 40000,
+            _pad1: [0; 4],
+        }
+    }
+
+    #[test]
+    fn decode_checks_length_and_kind() {
+        assert_eq!(decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(decode(&[9, 0, 0]), Err(DecodeError::Kind(9)));
+        let mut b = bytes(&send_event());
+        assert_eq!(decode(&b), Ok(Event::Send(send_event())));
+        b.pop();
+        assert_eq!(
+            decode(&b),
+            Err(DecodeError::Length {
+                kind: EVENT_SEND,
+                len: 63,
+                want: 64
+            })
+        );
+        assert!(matches!(
+            decode(&[EVENT_WIRE; 10]),
+            Err(DecodeError::Length { .. })
+        ));
+        assert!(matches!(
+            decode(&[EVENT_RECV; 57]),
+            Err(DecodeError::Length { .. })
+        ));
+    }
+}

@@ -1,0 +1,122 @@
+//! `bpf(2)` commands aya 0.14 does not wrap: batched map reads and program info. The
+//! attribute layouts and command numbers are aya-obj's generated UAPI bindings.
+
+use std::{
+    io,
+    mem::{size_of, zeroed},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+};
+
+use aya::{
+    Pod,
+    maps::{IterableMap, MapData, PerCpuHashMap},
+};
+use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
+
+/// `bpf(cmd, attr)`: the syscall's non-negative result (an fd for the commands that
+/// create one), or the kernel's error.
+///
+/// # Safety
+/// Every pointer `attr` holds must be valid for what the command reads and writes.
+pub unsafe fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
+    // SAFETY: the caller guarantees the pointers inside attr.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut bpf_attr,
+            size_of::<bpf_attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// How often the kernel skipped this program because another tracing program was
+/// running on the same CPU (`bpf_prog_info.recursion_misses`, Linux 5.12+). A tracepoint
+/// that fires in a softirq while a tracing program runs in process context on that CPU
+/// is not run at all: such resets are counted here instead of being lost silently.
+pub fn recursion_misses(prog: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: all-zero is a valid bpf_prog_info and a valid bpf_attr.
+    let mut info: bpf_prog_info = unsafe { zeroed() };
+    // SAFETY: as above.
+    let mut attr: bpf_attr = unsafe { zeroed() };
+    attr.info.bpf_fd = prog.as_raw_fd() as u32;
+    attr.info.info_len = size_of::<bpf_prog_info>() as u32;
+    attr.info.info = &mut info as *mut bpf_prog_info as u64;
+    // SAFETY: attr points to an info buffer of info_len bytes that outlives the call.
+    unsafe { sys_bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
+    Ok(info.recursion_misses)
+}
+
+/// Every key of `map` with the sum of its per-CPU `u64` values, in a few syscalls
+/// (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+) instead of two per key (aya 0.14 iterates with
+/// get_next_key + lookup). A scrape reads every counter map, so this is what keeps
+/// `/metrics` fast with thousands of series.
+///
+/// Falls back to aya's key-by-key iteration when the kernel refuses batch lookups.
+pub fn percpu_sums<K: Pod>(map: &PerCpuHashMap<MapData, K, u64>, ncpus: usize) -> Vec<(K, u64)> {
+    match batch_sums::<K>(map, ncpus) {
+        Ok(v) => v,
+        Err(_) => map
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k, v.iter().sum()))
+            .collect(),
+    }
+}
+
+/// [`percpu_sums`] without the fallback: the kernel's error if it refuses batch lookups.
+pub fn batch_sums<K: Pod>(
+    map: &PerCpuHashMap<MapData, K, u64>,
+    ncpus: usize,
+) -> io::Result<Vec<(K, u64)>> {
+    let fd = map.map().fd().as_fd().as_raw_fd() as u32;
+    let ksize = size_of::<K>();
+    let mut chunk = 512usize;
+    let mut out = Vec::new();
+    // Hash-map batch tokens are bucket numbers (u32); 8 bytes leaves room.
+    let mut token = [0u8; 8];
+    let mut first = true;
+    loop {
+        let mut keys = vec![0u8; chunk * ksize];
+        let mut values = vec![0u64; chunk * ncpus];
+        let mut next = [0u8; 8];
+        // SAFETY: all-zero is a valid bpf_attr.
+        let mut attr: bpf_attr = unsafe { zeroed() };
+        attr.batch.in_batch = if first { 0 } else { token.as_ptr() as u64 };
+        attr.batch.out_batch = next.as_mut_ptr() as u64;
+        attr.batch.keys = keys.as_mut_ptr() as u64;
+        attr.batch.values = values.as_mut_ptr() as u64;
+        attr.batch.count = chunk as u32;
+        attr.batch.map_fd = fd;
+        // SAFETY: attr points to buffers of `chunk` keys and `chunk * ncpus` values that
+        // outlive the call; the kernel writes at most that many.
+        let err = unsafe { sys_bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
+        // SAFETY: the batch member is the one written above and by the kernel.
+        let n = (unsafe { attr.batch.count } as usize).min(chunk);
+        match err.as_ref().and_then(io::Error::raw_os_error) {
+            // A bucket holds more keys than fit: retry it with room for more.
+            Some(libc::ENOSPC) if n == 0 => {
+                chunk *= 4;
+                continue;
+            }
+            None | Some(libc::ENOENT) => {}
+            Some(_) => return Err(err.unwrap_or_else(|| io::Error::other("bpf"))),
+        }
+        for i in 0..n {
+            // SAFETY: the kernel wrote n keys of size_of::<K>() bytes; K is Pod.
+            let key = unsafe { std::ptr::read_unaligned(keys[i * ksize..].as_ptr().cast::<K>()) };
+            let sum = values[i * ncpus..(i + 1) * ncpus].iter().sum();
+            out.push((key, sum));
+        }
+        if err.is_some() {
+            // ENOENT: that was the last batch.
+            return Ok(out);
+        }
+        token = next;
+        first = false;
+    }
+}

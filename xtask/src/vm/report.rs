@@ -1,0 +1,312 @@
+//! The guest's console log: parsed by the `@@` markers of tests/vm/init, compared with
+//! what each kernel must do, and printed as the per-kernel report.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Write as _},
+    time::Duration,
+};
+
+use super::{Series, kernels::Kernel};
+
+/// What one guest run printed, split by the `@@` markers of tests/vm/init.
+#[derive(Debug, Default)]
+pub(super) struct GuestReport {
+    pub(super) release: Option<String>,
+    /// Guest uptime (s) when /init started, i.e. the kernel's boot time.
+    begin: Option<f64>,
+    /// Output of each step, in order.
+    steps: Vec<(String, Vec<String>)>,
+    /// Exit codes by step.
+    rcs: BTreeMap<String, i32>,
+    /// Guest uptime at the start and at the end of each step.
+    times: BTreeMap<String, (f64, Option<f64>)>,
+    /// Metric lines printed by the run step.
+    metrics: Vec<String>,
+    pub(super) ended: bool,
+}
+
+impl GuestReport {
+    pub(super) fn parse(log: &str) -> Self {
+        let mut r = Self::default();
+        let mut in_metrics = false;
+        for raw in log.lines() {
+            let plain = strip_ansi(raw);
+            let line = plain.trim_end_matches('\r');
+            let uptime = |w: Option<&str>| w.and_then(|t| t.parse::<f64>().ok());
+            if let Some(rest) = line.strip_prefix("@@vm begin ") {
+                let mut it = rest.split_whitespace();
+                r.release = it.next().map(String::from);
+                r.begin = uptime(it.next());
+            } else if line.starts_with("@@vm end") {
+                r.ended = true;
+            } else if let Some(rest) = line.strip_prefix("@@step ") {
+                let mut it = rest.split_whitespace();
+                let name = it.next().unwrap_or_default().to_string();
+                if let Some(t) = uptime(it.next()) {
+                    r.times.insert(name.clone(), (t, None));
+                }
+                r.steps.push((name, Vec::new()));
+            } else if let Some(rest) = line.strip_prefix("@@rc ") {
+                let mut it = rest.split_whitespace();
+                if let (Some(name), Some(code)) = (it.next(), it.next()) {
+                    r.rcs
+                        .insert(name.to_string(), code.parse().unwrap_or(i32::MIN));
+                    if let (Some(t), Some(span)) = (uptime(it.next()), r.times.get_mut(name)) {
+                        span.1 = Some(t);
+                    }
+                }
+            } else if line == "@@metrics begin" {
+                in_metrics = true;
+            } else if line == "@@metrics end" {
+                in_metrics = false;
+            } else if in_metrics {
+                r.metrics.push(line.to_string());
+            } else if let Some((_, out)) = r.steps.last_mut() {
+                out.push(line.to_string());
+            }
+        }
+        r
+    }
+
+    /// How long a step took in the guest, seconds.
+    fn duration(&self, step: &str) -> Option<f64> {
+        let (a, b) = self.times.get(step)?;
+        Some(b.as_ref()? - a)
+    }
+
+    fn output(&self, step: &str) -> &[String] {
+        self.steps
+            .iter()
+            .find(|(n, _)| n == step)
+            .map(|(_, o)| o.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// The selftest table rows: (id, family, side, expected, observed, verdict).
+    fn selftest_rows(&self) -> Vec<SelftestRow> {
+        self.output("selftest")
+            .iter()
+            .filter_map(|l| SelftestRow::parse(l))
+            .collect()
+    }
+}
+
+/// Removes terminal colour sequences (`ESC [ ... m`; rstmon's log lines have them).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SelftestRow {
+    id: String,
+    family: String,
+    side: String,
+    expected: String,
+    observed: String,
+    ok: bool,
+}
+
+impl SelftestRow {
+    fn parse(line: &str) -> Option<Self> {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.len() != 6
+            || !w[0].starts_with('S')
+            || !matches!(w[1], "ipv4" | "ipv6")
+            || !matches!(w[2], "sender" | "receiver")
+        {
+            return None;
+        }
+        Some(Self {
+            id: w[0].into(),
+            family: w[1].into(),
+            side: w[2].into(),
+            expected: w[3].into(),
+            observed: w[4].into(),
+            ok: w[5] == "ok",
+        })
+    }
+}
+
+/// Sender rows a kernel without the `reason` field cannot match, and what it shows
+/// instead (docs/compatibility.md): on 6.1 `tcp_v4/v6_send_reset` trace only full
+/// sockets, so resets sent without a socket (S1, S5, S6) or by a time-wait mini-socket
+/// (S4) never fire tcp_send_reset; and without a reason S3 (close with unread data)
+/// cannot be told from other active resets.
+fn known_limit(series: &Series, row: &SelftestRow) -> Option<&'static str> {
+    if series.has_reason || row.side != "sender" {
+        return None;
+    }
+    match (row.id.as_str(), row.observed.as_str()) {
+        ("S1" | "S5" | "S6", "(none)") => Some("no tcp_send_reset without a socket on 6.1"),
+        ("S3", "other") => Some("TCP_ABORT_ON_CLOSE needs the reason field (6.10+)"),
+        ("S4", "(none)") => Some("time-wait resets do not fire tcp_send_reset on 6.1"),
+        _ => None,
+    }
+}
+
+/// Compares a guest run with what `series` must do; returns the problems.
+pub(super) fn evaluate(series: &Series, r: &GuestReport) -> Vec<String> {
+    let mut bad = Vec::new();
+    if r.release.is_none() {
+        bad.push("the guest never ran /init (see the console log)".into());
+        return bad;
+    }
+    if !r.ended {
+        bad.push("the guest did not reach the end of /init".into());
+    }
+    for s in ["modules", "check", "run"] {
+        match r.rcs.get(s) {
+            Some(0) => {}
+            Some(c) => bad.push(format!("{s} exited {c}")),
+            None => bad.push(format!("{s} did not finish")),
+        }
+    }
+    let check = r.output("check");
+    let reasons = check
+        .iter()
+        .find(|l| l.split_whitespace().nth(1) == Some("reasons"));
+    match (series.has_reason, reasons.map(|l| l.starts_with("ok"))) {
+        (true, Some(true)) | (false, Some(false)) => {}
+        (_, None) => bad.push("check printed no `reasons` line".into()),
+        (true, Some(false)) => bad.push("check: reasons not supported on a 6.10+ kernel".into()),
+        (false, Some(true)) => bad.push("check: reasons claimed on a kernel without them".into()),
+    }
+    if let Some(l) = check.iter().find(|l| l.starts_with("FAIL")) {
+        bad.push(format!("check: {l}"));
+    }
+    let rows = r.selftest_rows();
+    if rows.len() != 28 {
+        bad.push(format!("selftest printed {} rows, not 28", rows.len()));
+    }
+    for row in rows.iter().filter(|r| !r.ok) {
+        if known_limit(series, row).is_none() {
+            bad.push(format!(
+                "selftest {} {} {}: expected {}, observed {}",
+                row.id, row.family, row.side, row.expected, row.observed
+            ));
+        }
+    }
+    match r.rcs.get("selftest") {
+        None => bad.push("selftest did not finish".into()),
+        Some(0) => {}
+        Some(c) if rows.iter().any(|r| !r.ok) && *c == 1 => {}
+        Some(c) => bad.push(format!("selftest exited {c}")),
+    }
+    let has = |prefix: &str, needle: &str| {
+        r.metrics
+            .iter()
+            .any(|m| m.starts_with(prefix) && m.contains(needle) && !m.ends_with(" 0"))
+    };
+    if !has("rstmon_xdp_attached", "interface=\"vm0\"") {
+        bad.push("run: rstmon_xdp_attached{interface=\"vm0\"} is not 1".into());
+    }
+    if !has("rstmon_wire_resets_total", "interface=\"vm0\"") {
+        bad.push("run: no wire reset counted on vm0".into());
+    }
+    if !has("rstmon_resets_received_total", "cause=\"refused\"") {
+        bad.push("run: no refused reset counted on the receiver side".into());
+    }
+    bad
+}
+
+/// Prints one kernel's report: each step's output and exit code, with the expected
+/// selftest mismatches marked.
+pub(super) fn print_report(series: &Series, kernel: &Kernel, r: &GuestReport, elapsed: Duration) {
+    let mut o = io::stdout().lock();
+    let _ = writeln!(
+        o,
+        "\n=== {} ({}, guest release {}): {:.0} s in qemu, /init started {} ===",
+        series.label,
+        kernel.package,
+        r.release.as_deref().unwrap_or("?"),
+        elapsed.as_secs_f64(),
+        r.begin
+            .map_or("never".to_string(), |b| format!("{b:.1} s after boot"))
+    );
+    for (name, lines) in &r.steps {
+        let rc = r
+            .rcs
+            .get(name)
+            .map_or("did not finish".to_string(), |c| format!("exit {c}"));
+        let took = r
+            .duration(name)
+            .map(|d| format!(", {d:.1} s"))
+            .unwrap_or_default();
+        let _ = writeln!(o, "--- {name} ({rc}{took})");
+        let shown: Vec<&String> = match name.as_str() {
+            // The table and its summary; progress logging goes to the console log.
+            "selftest" => lines
+                .iter()
+                .filter(|l| {
+                    SelftestRow::parse(l).is_some()
+                        || l.starts_with("id ")
+                        || l.contains(" rows: ")
+                        || l.starts_with("rstmon")
+                })
+                .collect(),
+            _ => lines.iter().collect(),
+        };
+        for l in shown {
+            let note = SelftestRow::parse(l)
+                .filter(|row| !row.ok)
+                .and_then(|row| known_limit(series, &row))
+                .map(|n| format!("   (expected here: {n})"))
+                .unwrap_or_default();
+            let _ = writeln!(o, "{l}{note}");
+        }
+        if name == "run" {
+            for m in &r.metrics {
+                let _ = writeln!(o, "  {m}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::SERIES;
+
+    #[test]
+    fn console_log() {
+        let log = "boot noise\r\n@@vm begin 6.1.0-56-cloud-amd64 1.50\n@@step check 1.60\n\
+                   ok    kernel        x\nwarn  reasons       no reason field\n@@rc check 0 3.85\n\
+                   @@step selftest\nid  fam   side      expected           observed           verdict\n\
+                   S1  ipv4  sender    no_listener        (none)             MISMATCH\n\
+                   S1  ipv4  receiver  refused            refused            ok\n@@rc selftest 1\n\
+                   @@step run\n@@metrics begin\nrstmon_xdp_attached{interface=\"vm0\",mode=\"native\"} 1\n\
+                   @@metrics end\n@@rc run 0\n@@vm end\n";
+        let r = GuestReport::parse(log);
+        assert_eq!(r.release.as_deref(), Some("6.1.0-56-cloud-amd64"));
+        assert_eq!(r.begin, Some(1.5));
+        assert!((r.duration("check").unwrap() - 2.25).abs() < 1e-9);
+        assert_eq!(r.duration("selftest"), None);
+        assert!(r.ended);
+        assert_eq!(r.rcs["check"], 0);
+        assert_eq!(r.rcs["selftest"], 1);
+        let rows = r.selftest_rows();
+        assert_eq!(rows.len(), 2);
+        assert!(!rows[0].ok && rows[1].ok);
+        assert!(known_limit(&SERIES[0], &rows[0]).is_some());
+        assert!(known_limit(&SERIES[1], &rows[0]).is_none());
+        assert_eq!(r.metrics.len(), 1);
+        assert_eq!(
+            strip_ansi("\x1b[2m2026\x1b[0m \x1b[33m WARN\x1b[0m x"),
+            "2026  WARN x"
+        );
+    }
+}
