@@ -28,7 +28,9 @@ pub struct WireKey {
     pub family: u8,
     /// 1 when the RST also carried ACK.
     pub ack: u8,
-    pub _pad: [u8; 2],
+    /// [`crate::DIR_INGRESS`] or [`crate::DIR_EGRESS`].
+    pub direction: u8,
+    pub _pad: u8,
 }
 const _: () = assert!(size_of::<WireKey>() == 8);
 
@@ -68,11 +70,13 @@ pub struct RecvKey {
 }
 const _: () = assert!(size_of::<RecvKey>() == 8);
 
-/// Per-CPU token bucket of the wire sampler.
+/// The wire sampler's window, shared by every CPU: samples taken in the current second.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct TokenBucket {
-    pub last_ns: u64,
-    pub tokens: u64,
+pub struct SampleWindow {
+    /// The second (coarse monotonic clock / 10^9) the count is for.
+    pub second: u64,
+    /// Samples taken in that second (may overshoot the rate by the CPUs racing at once).
+    pub count: u64,
 }
-const _: () = assert!(size_of::<TokenBucket>() == 16);
+const _: () = assert!(size_of::<SampleWindow>() == 16);

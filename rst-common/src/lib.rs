@@ -31,7 +31,7 @@ mod pod {
     // SAFETY: repr(C), only integer fields, explicit padding.
     unsafe impl aya::Pod for RecvKey {}
     // SAFETY: repr(C), two u64 fields.
-    unsafe impl aya::Pod for TokenBucket {}
+    unsafe impl aya::Pod for SampleWindow {}
     // SAFETY: repr(C), only u16 fields, no padding.
     unsafe impl aya::Pod for TraceOffsets {}
 }

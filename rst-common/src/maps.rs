@@ -1,8 +1,19 @@
 //! Names of the maps, programs and load-time globals, used by both sides, and the sizes
 //! of the maps.
 
-/// Per-CPU hash map: [`crate::WireKey`] → `u64` packets. The exact RST count seen by XDP.
+/// Per-CPU array of `u64`: the exact wire RST counts of the interfaces that have a slot,
+/// [`WIRE_SLOT_COUNTERS`] per slot, at [`wire_slot_index`].
+pub const MAP_WIRE_SLOTS: &str = "WIRE_SLOTS";
+/// Array of `u32` indexed by ifindex: the interface's slot in `WIRE_SLOTS` plus one, 0
+/// for none. Written by the interface controller before it attaches.
+pub const MAP_IFINDEX_SLOT: &str = "IFINDEX_SLOT";
+/// Per-CPU hash map: [`crate::WireKey`] → `u64` packets. The overflow path: exact counts
+/// of interfaces without a slot (more interfaces than slots, or an ifindex beyond
+/// [`IFINDEX_SLOT_ENTRIES`]).
 pub const MAP_WIRE_COUNTERS: &str = "WIRE_COUNTERS";
+/// Per-CPU array of `u64`, [`WIRE_SLOT_COUNTERS`] entries (index as in a slot): RSTs of
+/// interfaces that had neither a slot nor room in `WIRE_COUNTERS`. Still exact in total.
+pub const MAP_WIRE_UNATTRIBUTED: &str = "WIRE_UNATTRIBUTED";
 /// Per-CPU hash map: [`crate::SendKey`] → `u64`. Every `tcp:tcp_send_reset` hit, exact.
 pub const MAP_SEND_COUNTERS: &str = "SEND_COUNTERS";
 /// Per-CPU hash map: [`crate::RecvKey`] → `u64`. Every `tcp:tcp_receive_reset` hit, exact.
@@ -11,7 +22,8 @@ pub const MAP_RECV_COUNTERS: &str = "RECV_COUNTERS";
 pub const MAP_STATS: &str = "STATS";
 /// Ring buffer carrying [`crate::WireEvent`], [`crate::SendEvent`] and [`crate::RecvEvent`] samples.
 pub const MAP_EVENTS: &str = "EVENTS";
-/// Per-CPU array with one [`crate::TokenBucket`] for the wire sampler.
+/// Array with one [`crate::SampleWindow`], shared by every CPU: the wire sampler's rate
+/// limit over all CPUs.
 pub const MAP_BUCKET: &str = "BUCKET";
 
 pub const PROG_XDP: &str = "rstmon_xdp";
@@ -22,11 +34,34 @@ pub const PROG_RECV_RESET: &str = "rstmon_receive_reset";
 /// Ring-buffer size in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 22;
 
+/// Entries of the SEND/RECV counter hash maps (their keys are few: classification keys).
 pub const COUNTER_MAP_ENTRIES: u32 = 4096;
+
+/// Default number of interface slots in `WIRE_SLOTS` (the daemon may size it at load).
+pub const WIRE_SLOTS_DEFAULT: u32 = 1024;
+/// Counters per slot: direction (ingress, egress) × family (IPv4, IPv6) × flags (RST,
+/// RST|ACK).
+pub const WIRE_SLOT_COUNTERS: u32 = 8;
+/// Entries of `IFINDEX_SLOT`: interfaces with a larger ifindex take the overflow path.
+pub const IFINDEX_SLOT_ENTRIES: u32 = 1 << 16;
+/// Entries of the overflow hash map `WIRE_COUNTERS` (allocated on use).
+pub const WIRE_OVERFLOW_ENTRIES: u32 = 1 << 16;
+
+/// [`crate::WireKey::direction`] values.
+pub const DIR_INGRESS: u8 = 0;
+pub const DIR_EGRESS: u8 = 1;
+
+/// Index of one counter within `WIRE_SLOTS` (`slot` from 0) or `WIRE_UNATTRIBUTED`
+/// (`slot` 0). `v6` and `ack` are 0 or 1, `direction` a `DIR_*` value.
+#[inline(always)]
+pub const fn wire_slot_index(slot: u32, direction: u8, v6: u32, ack: u32) -> u32 {
+    slot * WIRE_SLOT_COUNTERS + (direction as u32 & 1) * 4 + (v6 & 1) * 2 + (ack & 1)
+}
 
 /// Names of the globals that user space sets at load time (`EbpfLoader::override_global`).
 pub mod globals {
-    /// u32, max wire samples per second per CPU; 0 disables wire sampling.
+    /// u32, max wire samples per second over all CPUs; 0 disables wire sampling,
+    /// u32::MAX takes every one.
     pub const WIRE_SAMPLES_PER_SEC: &str = "WIRE_SAMPLES_PER_SEC";
     /// u32: a sample forces a consumer wakeup each time the bytes sampled (wire: per
     /// CPU; trace: pending in the ring) cross another multiple of it; never otherwise.
@@ -34,3 +69,26 @@ pub mod globals {
     /// [`crate::TraceOffsets`].
     pub const TRACE_OFFSETS: &str = "TRACE_OFFSETS";
 }
+
+// --- benchmark baselines (never attached by the daemon) ----------------------------------
+
+/// The limit baseline: the least work that counts an IPv4/IPv6 TCP RST, headers at fixed
+/// offsets (Ethernet, IPv4 without options or IPv6 without extension headers, TCP flags),
+/// into [`MAP_LIMIT_COUNTS`].
+pub const PROG_XDP_LIMIT: &str = "rstmon_xdp_limit";
+/// [`PROG_XDP_LIMIT`] with zero or one VLAN tag (802.1Q or 802.1ad) before the IP header.
+pub const PROG_XDP_LIMIT_VLAN: &str = "rstmon_xdp_limit_vlan";
+/// Per-CPU array of `u64`, [`LIMIT_COUNTS_ENTRIES`] entries at [`limit_index`]: what the
+/// limit baselines counted.
+pub const MAP_LIMIT_COUNTS: &str = "LIMIT_COUNTS";
+/// Entries of `LIMIT_COUNTS`: family (IPv4, IPv6) × flags (RST, RST|ACK).
+pub const LIMIT_COUNTS_ENTRIES: u32 = 4;
+
+/// Index of one counter within `LIMIT_COUNTS`; `v6` and `ack` are 0 or 1.
+#[inline(always)]
+pub const fn limit_index(v6: u32, ack: u32) -> u32 {
+    (v6 & 1) * 2 + (ack & 1)
+}
+/// Diagnostic: [`PROG_XDP_LIMIT`]'s parse with `rstmon_xdp`'s per-interface counting
+/// (`IFINDEX_SLOT` → `WIRE_SLOTS`).
+pub const PROG_XDP_LIMIT_SLOT: &str = "rstmon_xdp_limit_slot";

@@ -1,30 +1,35 @@
 //! rstmon's kernel side.
 //!
-//! * `rstmon_xdp`: counts every ingress TCP RST exactly (per-CPU) and samples it into
-//!   the ring buffer through a per-CPU token bucket. It never changes traffic: every
-//!   path returns `XDP_PASS`.
-//! * `rstmon_send_reset` (`tcp:tcp_send_reset`) and `rstmon_receive_reset`
-//!   (`tcp:tcp_receive_reset`): count by classification key, exactly, and sample.
+//! * `rstmon_xdp`: counts every ingress TCP RST exactly (per-CPU, in the slot the
+//!   interface controller gave the interface, or on an exact overflow path) and samples
+//!   it into the ring buffer under a rate limit shared by all CPUs. It never changes
+//!   traffic: every path returns `XDP_PASS`.
+//! * `rstmon_send_reset` and `rstmon_receive_reset`, raw tracepoints on the kernel's
+//!   `tcp_send_reset` and `tcp_receive_reset`: count by classification key, exactly, and
+//!   sample.
 //! * `rstmon_xdp_noop`: the benchmark baseline.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
+mod limit;
 mod trace;
 mod util;
 mod xdp;
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use rst_common::{
-    COUNTER_MAP_ENTRIES, EVENTS_BYTES, RecvKey, STAT_COUNT, SendKey, TokenBucket, TraceOffsets,
-    WireKey,
+    COUNTER_MAP_ENTRIES, EVENTS_BYTES, IFINDEX_SLOT_ENTRIES, RecvKey, STAT_COUNT, SampleWindow,
+    SendKey, TraceOffsets, WIRE_OVERFLOW_ENTRIES, WIRE_SLOT_COUNTERS, WIRE_SLOTS_DEFAULT, WireKey,
 };
 
 // --- configuration, written by user space at load time ---------------------------------
 
-/// Wire samples per second per CPU; 0 = wire sampling off, u32::MAX = unlimited.
+/// Wire samples per second over all CPUs; 0 = wire sampling off, u32::MAX = unlimited.
 #[unsafe(no_mangle)]
 pub(crate) static WIRE_SAMPLES_PER_SEC: u32 = u32::MAX;
 /// Bytes of samples per forced consumer wakeup (see `wakeup_flags`).
@@ -35,9 +40,17 @@ pub(crate) static TRACE_OFFSETS: TraceOffsets = TraceOffsets::NONE;
 
 // --- maps -------------------------------------------------------------------------------
 
+#[map(name = "WIRE_SLOTS")]
+pub(crate) static WIRE_SLOTS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(WIRE_SLOTS_DEFAULT * WIRE_SLOT_COUNTERS, 0);
+#[map(name = "IFINDEX_SLOT")]
+pub(crate) static IFINDEX_SLOT: Array<u32> = Array::with_max_entries(IFINDEX_SLOT_ENTRIES, 0);
 #[map(name = "WIRE_COUNTERS")]
 pub(crate) static WIRE_COUNTERS: PerCpuHashMap<WireKey, u64> =
-    PerCpuHashMap::with_max_entries(COUNTER_MAP_ENTRIES, 0);
+    PerCpuHashMap::with_max_entries(WIRE_OVERFLOW_ENTRIES, BPF_F_NO_PREALLOC);
+#[map(name = "WIRE_UNATTRIBUTED")]
+pub(crate) static WIRE_UNATTRIBUTED: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(WIRE_SLOT_COUNTERS, 0);
 #[map(name = "SEND_COUNTERS")]
 pub(crate) static SEND_COUNTERS: PerCpuHashMap<SendKey, u64> =
     PerCpuHashMap::with_max_entries(COUNTER_MAP_ENTRIES, 0);
@@ -47,7 +60,11 @@ pub(crate) static RECV_COUNTERS: PerCpuHashMap<RecvKey, u64> =
 #[map(name = "STATS")]
 pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 #[map(name = "BUCKET")]
-pub(crate) static BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static BUCKET: Array<SampleWindow> = Array::with_max_entries(1, 0);
+/// What the limit baselines (`limit.rs`) count: benchmarks only.
+#[map(name = "LIMIT_COUNTS")]
+pub(crate) static LIMIT_COUNTS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(rst_common::LIMIT_COUNTS_ENTRIES, 0);
 #[map(name = "EVENTS")]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 

@@ -1,16 +1,31 @@
-//! `rstmon_send_reset` (`tcp:tcp_send_reset`) and `rstmon_receive_reset`
-//! (`tcp:tcp_receive_reset`): count by classification key, exactly, and sample.
+//! `rstmon_send_reset` and `rstmon_receive_reset`, raw tracepoints on `tcp_send_reset`
+//! and `tcp_receive_reset`: count by classification key, exactly, and sample.
+//!
+//! A raw tracepoint gets the tracepoint's C arguments (`TP_PROTO`), not the record a
+//! classic tracepoint builds, so the kernel formats nothing for it and rstmon needs no
+//! tracefs. What the record used to hold is read here, with `bpf_probe_read_kernel` at
+//! the offsets user space found in BTF ([`TraceOffsets`]), the way the kernel's
+//! `TP_fast_assign` (include/trace/events/tcp.h) fills it:
+//!
+//! * `tcp_send_reset(sk, skb[, reason])`: state `sk ? sk->sk_state : 0`; addresses and
+//!   ports from the socket (local first) when it is a full socket, else from the
+//!   triggering segment's IP and TCP headers, reversed (local = the segment's
+//!   destination);
+//! * `tcp_receive_reset(sk)`: addresses and ports from the socket.
 //!
 //! Their rare failure paths (a kernel read that fails, a layout rstmon does not expect)
 //! log through aya-log at debug level, target `rstmon::ebpf`. The level is a load-time
 //! constant, off unless `--log` enables that target, so the verifier removes the calls.
 
-use core::ptr::read_volatile;
+use core::{
+    ffi::c_void,
+    ptr::{read_volatile, write_volatile},
+};
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use aya_log_ebpf::debug;
 use rst_common::{
@@ -24,21 +39,10 @@ use crate::{
     util::{count, stat_add, submit_flags},
 };
 
-// --- tracepoints --------------------------------------------------------------------------
-
 #[inline(always)]
 fn offsets() -> TraceOffsets {
     // SAFETY: a plain read of a load-time constant.
     unsafe { read_volatile(&TRACE_OFFSETS) }
-}
-
-#[inline(always)]
-fn tp_read<T>(ctx: &TracePointContext, off: u16) -> Option<T> {
-    if off == OFF_NONE {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_kernel checks the address.
-    unsafe { ctx.read_at::<T>(off as usize) }.ok()
 }
 
 #[inline(always)]
@@ -50,39 +54,13 @@ fn kread<T>(base: u64, off: u16) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
 }
 
-/// TCP flags of the segment in `skb` (its transport header) and whether it carries
-/// payload; flags 0 when unreadable.
+/// Reads one bit at an absolute bit offset of a kernel object.
 #[inline(always)]
-fn skb_tcp_info(ctx: &TracePointContext, skb: u64, o: &TraceOffsets) -> (u8, bool) {
-    let (Some(head), Some(th)) = (
-        kread::<u64>(skb, o.skb_head),
-        kread::<u16>(skb, o.skb_transport_header),
-    ) else {
-        stat_add(Stat::ReadErrors);
-        debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read skb {:x} head/transport_header", skb);
-        return (0, false);
-    };
-    if th == u16::MAX || head == 0 {
-        return (0, false);
+fn kbit(base: u64, bit: u16) -> Option<bool> {
+    if bit == OFF_NONE {
+        return None;
     }
-    let th_addr = head + th as u64;
-    // SAFETY: bpf_probe_read_kernel checks the address.
-    let Ok(hdr) = (unsafe { bpf_probe_read_kernel((th_addr + 12) as *const [u8; 2]) }) else {
-        stat_add(Stat::ReadErrors);
-        debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the trigger's TCP header at {:x}", th_addr);
-        return (0, false);
-    };
-    let flags = hdr[1];
-    let doff = ((hdr[0] >> 4) as u64) * 4;
-    // skb->len counts from skb->data, which may sit before or at the TCP header.
-    let data_payload = match (kread::<u64>(skb, o.skb_data), kread::<u32>(skb, o.skb_len)) {
-        (Some(data), Some(len)) if data != 0 => {
-            let end = data + len as u64;
-            end > th_addr + doff
-        }
-        _ => false,
-    };
-    (flags, data_payload)
+    kread::<u8>(base, bit / 8).map(|b| (b >> (bit % 8)) & 1 == 1)
 }
 
 #[inline(always)]
@@ -94,59 +72,163 @@ fn family_of(af: u16) -> u8 {
     }
 }
 
-/// Reads a sockaddr_in/in6 stored in a 28-byte tracepoint field.
+/// Reads `len` bytes at `base + off` straight into `dst` (the reserved sample), false
+/// when unavailable or unreadable (the helper zeroes `dst` then).
 #[inline(always)]
-fn read_sockaddr(ctx: &TracePointContext, off: u16, addr: &mut [u8; 16]) -> (u16, u16) {
-    let af: u16 = tp_read(ctx, off).unwrap_or(0);
-    let port = u16::from_be(tp_read::<u16>(ctx, off.wrapping_add(2)).unwrap_or(0));
-    if af == AF_INET {
-        let a: [u8; 4] = tp_read(ctx, off.wrapping_add(4)).unwrap_or([0; 4]);
-        addr[..4].copy_from_slice(&a);
-    } else if af == AF_INET6 {
-        *addr = tp_read(ctx, off.wrapping_add(8)).unwrap_or([0; 16]);
+fn kread_into(dst: *mut u8, len: u32, base: u64, off: u16) -> bool {
+    if base == 0 || off == OFF_NONE {
+        return false;
     }
-    (af, port)
+    // SAFETY: `dst` is valid for `len` bytes (a field of the reservation); the helper
+    // checks the source address.
+    unsafe {
+        generated::bpf_probe_read_kernel(dst.cast(), len, (base + off as u64) as *const c_void) == 0
+    }
 }
 
-#[tracepoint(category = "tcp", name = "tcp_send_reset")]
-pub fn rstmon_send_reset(ctx: TracePointContext) -> u32 {
-    let o = offsets();
-    let skb: u64 = tp_read(&ctx, o.sr_skbaddr).unwrap_or(0);
-    let sk: u64 = tp_read(&ctx, o.sr_skaddr).unwrap_or(0);
-    let state = tp_read::<i32>(&ctx, o.sr_state).unwrap_or(0) as u8;
-    let reason: u32 = tp_read(&ctx, o.sr_reason).unwrap_or(REASON_UNAVAILABLE);
-
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    let (af, sport, dport) = if o.sr_sockaddr == 1 {
-        let (af, sport) = read_sockaddr(&ctx, o.sr_saddr, &mut saddr);
-        let (_, dport) = read_sockaddr(&ctx, o.sr_daddr, &mut daddr);
-        (af, sport, dport)
-    } else {
-        let af: u16 = tp_read(&ctx, o.sr_family).unwrap_or(0);
-        if af == AF_INET6 {
-            saddr = tp_read(&ctx, o.sr_saddr_v6).unwrap_or([0; 16]);
-            daddr = tp_read(&ctx, o.sr_daddr_v6).unwrap_or([0; 16]);
-        } else {
-            let s: [u8; 4] = tp_read(&ctx, o.sr_saddr).unwrap_or([0; 4]);
-            let d: [u8; 4] = tp_read(&ctx, o.sr_daddr).unwrap_or([0; 4]);
-            saddr[..4].copy_from_slice(&s);
-            daddr[..4].copy_from_slice(&d);
+/// Zeroes bytes `from..16` of a 16-byte address field with word stores (`from` is 0 or
+/// 4): a plain `= [0; 16]` becomes a call to a byte-wise memset on this target.
+#[inline(always)]
+fn zero_from(p: *mut u8, from: usize) {
+    // SAFETY: `p` is an 8-byte aligned 16-byte field of the reservation (`TraceEvent`
+    // is 8-byte aligned and its addresses sit at offsets 24 and 40).
+    unsafe {
+        if from == 0 {
+            write_volatile(p.cast::<u32>(), 0);
         }
-        let sport: u16 = tp_read(&ctx, o.sr_sport).unwrap_or(0);
-        let dport: u16 = tp_read(&ctx, o.sr_dport).unwrap_or(0);
-        (af, sport, dport)
+        write_volatile(p.add(4).cast::<u32>(), 0);
+        write_volatile(p.add(8).cast::<u64>(), 0);
+    }
+}
+
+/// Where a sample's addresses and ports come from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// `TP_STORE_ADDR_PORTS`/`TP_STORE_ADDRS` of a socket: its local address and port
+    /// (`inet_saddr`, `inet_sport`), then the remote ones (`skc_daddr`, `skc_dport`);
+    /// `sk_v6_rcv_saddr`/`sk_v6_daddr` for an AF_INET6 socket (v4-mapped ones included).
+    Sock { sk: u64, af: u16 },
+    /// `TP_STORE_ADDR_PORTS_SKB(skb, th, entry->daddr, entry->saddr)`: the trigger
+    /// segment's addresses and ports reversed, so that local (its destination) comes
+    /// first. `ip` is its IP header.
+    Segment {
+        ip: u64,
+        v6: bool,
+        sport: u16,
+        dport: u16,
+    },
+    /// Nothing to read: zeros.
+    None,
+}
+
+/// The segment that triggered a reset: its TCP flags, whether it carries payload,
+/// where its IP and TCP headers are and its ports (host order).
+struct Segment {
+    flags: u8,
+    payload: bool,
+    head: u64,
+    sport: u16,
+    dport: u16,
+}
+
+/// Reads the trigger segment's TCP header (ports, flags, data offset) in one read; its
+/// payload from `skb->data`/`skb->len`. `None` when the skb has no transport header.
+#[inline(always)]
+fn skb_segment(ctx: &RawTracePointContext, skb: u64, o: &TraceOffsets) -> Option<Segment> {
+    let (Some(head), Some(th)) = (
+        kread::<u64>(skb, o.skb_head),
+        kread::<u16>(skb, o.skb_transport_header),
+    ) else {
+        stat_add(Stat::ReadErrors);
+        debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read skb {:x} head/transport_header", skb);
+        return None;
+    };
+    if th == u16::MAX || head == 0 {
+        return None;
+    }
+    let th_addr = head + th as u64;
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    let Ok(hdr) = (unsafe { bpf_probe_read_kernel(th_addr as *const [u8; 14]) }) else {
+        stat_add(Stat::ReadErrors);
+        debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the trigger's TCP header at {:x}", th_addr);
+        return None;
+    };
+    let doff = ((hdr[12] >> 4) as u64) * 4;
+    // skb->len counts from skb->data, which may sit before or at the TCP header.
+    let payload = match (kread::<u64>(skb, o.skb_data), kread::<u32>(skb, o.skb_len)) {
+        (Some(data), Some(len)) if data != 0 => data + len as u64 > th_addr + doff,
+        _ => false,
+    };
+    Some(Segment {
+        flags: hdr[13],
+        payload,
+        head,
+        sport: u16::from_be_bytes([hdr[0], hdr[1]]),
+        dport: u16::from_be_bytes([hdr[2], hdr[3]]),
+    })
+}
+
+/// The address family of a reset without a full socket, from the trigger's IP header
+/// (its version, as the kernel decides): the source of its sample's addresses.
+#[inline(always)]
+fn segment_source(skb: u64, seg: &Segment, o: &TraceOffsets) -> Option<(u16, Source)> {
+    let nh: u16 = kread(skb, o.skb_network_header)?;
+    if nh == u16::MAX {
+        return None;
+    }
+    let ip = seg.head + nh as u64;
+    let v6 = kread::<u8>(ip, 0)? >> 4 == 6;
+    let src = Source::Segment {
+        ip,
+        v6,
+        sport: seg.sport,
+        dport: seg.dport,
+    };
+    Some((if v6 { AF_INET6 } else { AF_INET }, src))
+}
+
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
+    let o = offsets();
+    let sk: u64 = ctx.arg(0);
+    let skb: u64 = ctx.arg(1);
+    // Frozen at load: on a kernel whose tcp_send_reset has two arguments the verifier
+    // never sees this read (it would refuse the attach otherwise).
+    let reason = if o.send_reset_args >= 3 {
+        ctx.arg::<u64>(2) as u32
+    } else {
+        REASON_UNAVAILABLE
+    };
+    let state = if sk != 0 {
+        match kread::<u8>(sk, o.sk_state) {
+            Some(s) => s,
+            None => {
+                stat_add(Stat::ReadErrors);
+                debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read sk_state of sk {:x}", sk);
+                0
+            }
+        }
+    } else {
+        0
+    };
+    let seg = if skb != 0 {
+        skb_segment(&ctx, skb, &o)
+    } else {
+        None
+    };
+    let (trig_flags, trig_data) = match (&seg, skb) {
+        (_, 0) => (NO_TRIGGER, false),
+        (Some(s), _) => (s.flags, s.payload),
+        // Unreadable: flags 0.
+        (None, _) => (0, false),
     };
 
-    let (trig_flags, trig_data) = if skb != 0 {
-        skb_tcp_info(&ctx, skb, &o)
-    } else {
-        (NO_TRIGGER, false)
-    };
-    // sk_flags/sk_lingertime live only in a full socket: not in a time-wait or
-    // request mini-socket, whose memory ends before them.
+    // sk_fullsock(): not a time-wait or request mini-socket. Only a full socket has
+    // sk_flags/sk_lingertime (a mini-socket's memory ends before them) and gives the
+    // record its addresses.
+    let full = sk != 0 && state != state::TIME_WAIT && state != state::NEW_SYN_RECV;
     let mut bits = if trig_data { SEND_TRIG_DATA } else { 0 };
-    if sk != 0 && state != state::TIME_WAIT && state != state::NEW_SYN_RECV {
+    let (af, src) = if full {
         match (
             kread::<u64>(sk, o.sk_flags),
             kread::<i64>(sk, o.sk_lingertime),
@@ -161,7 +243,27 @@ pub fn rstmon_send_reset(ctx: TracePointContext) -> u32 {
                 debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read sk_flags/sk_lingertime of sk {:x}", sk);
             }
         }
-    }
+        match kread::<u16>(sk, o.sk_family) {
+            Some(af) => (af, Source::Sock { sk, af }),
+            None => {
+                stat_add(Stat::ReadErrors);
+                debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the family of sk {:x}", sk);
+                (0, Source::None)
+            }
+        }
+    } else if let Some(s) = &seg {
+        match segment_source(skb, s, &o) {
+            Some(x) => x,
+            None => {
+                stat_add(Stat::ReadErrors);
+                debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the IP header of skb {:x}", skb);
+                (0, Source::None)
+            }
+        }
+    } else {
+        (0, Source::None)
+    };
+
     let family = family_of(af);
     if family == 0 {
         debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: unexpected address family {} (layout mismatch?)", af);
@@ -174,67 +276,23 @@ pub fn rstmon_send_reset(ctx: TracePointContext) -> u32 {
         bits,
     };
     count(&SEND_COUNTERS, &key);
-    emit(EVENT_SEND, key, &saddr, &daddr, sport, dport);
+    if !emit(EVENT_SEND, key, src, &o) {
+        stat_add(Stat::ReadErrors);
+        debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the addresses of sk {:x} / skb {:x}", sk, skb);
+    }
     0
 }
 
-/// Samples a sent or received reset into the ring buffer.
-#[inline(always)]
-fn emit<K: 'static>(kind: u8, key: K, saddr: &[u8; 16], daddr: &[u8; 16], sport: u16, dport: u16) {
-    let flags = submit_flags(size_of::<TraceEvent<K>>().next_multiple_of(8) as u64 + 8);
-    let Some(mut entry) = EVENTS.reserve::<TraceEvent<K>>(0) else {
-        stat_add(Stat::TraceRingFull);
-        return;
-    };
-    // SAFETY: the reservation is sizeof(TraceEvent<K>) bytes; every field is written.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    ev.kind = kind;
-    ev._pad0 = [0; 7];
-    ev.key = key;
-    // SAFETY: helper without preconditions.
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev.saddr = *saddr;
-    ev.daddr = *daddr;
-    ev.sport = sport;
-    ev.dport = dport;
-    ev._pad1 = [0; 4];
-    entry.submit(flags);
-    stat_add(Stat::TraceSampled);
-}
-
-/// Reads one bit at an absolute bit offset of a kernel object.
-#[inline(always)]
-fn kbit(base: u64, bit: u16) -> Option<bool> {
-    if bit == OFF_NONE {
-        return None;
-    }
-    kread::<u8>(base, bit / 8).map(|b| (b >> (bit % 8)) & 1 == 1)
-}
-
-#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
-pub fn rstmon_receive_reset(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn rstmon_receive_reset(ctx: RawTracePointContext) -> u32 {
     let o = offsets();
-    let sk: u64 = tp_read(&ctx, o.rr_skaddr).unwrap_or(0);
-    let af: u16 = tp_read(&ctx, o.rr_family).unwrap_or(0);
-    let sport: u16 = tp_read(&ctx, o.rr_sport).unwrap_or(0);
-    let dport: u16 = tp_read(&ctx, o.rr_dport).unwrap_or(0);
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    if af == AF_INET6 {
-        saddr = tp_read(&ctx, o.rr_saddr_v6).unwrap_or([0; 16]);
-        daddr = tp_read(&ctx, o.rr_daddr_v6).unwrap_or([0; 16]);
-    } else {
-        let s: [u8; 4] = tp_read(&ctx, o.rr_saddr).unwrap_or([0; 4]);
-        let d: [u8; 4] = tp_read(&ctx, o.rr_daddr).unwrap_or([0; 4]);
-        saddr[..4].copy_from_slice(&s);
-        daddr[..4].copy_from_slice(&d);
-    }
-    let state = match kread::<u8>(sk, o.sk_state) {
-        Some(s) => s,
-        None => {
+    let sk: u64 = ctx.arg(0);
+    let (state, af) = match (kread::<u8>(sk, o.sk_state), kread::<u16>(sk, o.sk_family)) {
+        (Some(s), Some(af)) => (s, af),
+        _ => {
             stat_add(Stat::ReadErrors);
-            debug!(&ctx, target: "rstmon::ebpf", "tcp_receive_reset: cannot read sk_state of sk {:x}", sk);
-            0
+            debug!(&ctx, target: "rstmon::ebpf", "tcp_receive_reset: cannot read sk_state/family of sk {:x}", sk);
+            (0, 0)
         }
     };
     // tcp_validate_incoming parsed the RST's options into tp->rx_opt just before
@@ -256,6 +314,91 @@ pub fn rstmon_receive_reset(ctx: TracePointContext) -> u32 {
         _pad: [0; 5],
     };
     count(&RECV_COUNTERS, &key);
-    emit(EVENT_RECV, key, &saddr, &daddr, sport, dport);
+    let src = if af != 0 {
+        Source::Sock { sk, af }
+    } else {
+        Source::None
+    };
+    if !emit(EVENT_RECV, key, src, &o) {
+        stat_add(Stat::ReadErrors);
+        debug!(&ctx, target: "rstmon::ebpf", "tcp_receive_reset: cannot read the addresses of sk {:x}", sk);
+    }
     0
+}
+
+/// Samples a sent or received reset into the ring buffer, reading its addresses and
+/// ports from `src` straight into the reservation (nothing is read when the ring is
+/// full). False when a read failed (its fields are then zero).
+#[inline(always)]
+fn emit<K: 'static>(kind: u8, key: K, src: Source, o: &TraceOffsets) -> bool {
+    let flags = submit_flags(size_of::<TraceEvent<K>>().next_multiple_of(8) as u64 + 8);
+    let Some(mut entry) = EVENTS.reserve::<TraceEvent<K>>(0) else {
+        stat_add(Stat::TraceRingFull);
+        return true;
+    };
+    // SAFETY: the reservation is sizeof(TraceEvent<K>) bytes; every field is written.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.kind = kind;
+    ev._pad0 = [0; 7];
+    ev.key = key;
+    // SAFETY: helper without preconditions.
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev._pad1 = [0; 4];
+    let (s, d) = (ev.saddr.as_mut_ptr(), ev.daddr.as_mut_ptr());
+    // An IPv6 read fills all 16 bytes of an address (zeroes them when it fails); an
+    // IPv4 one the first 4: the rest is zeroed here.
+    let v4 = match src {
+        Source::Sock { af, .. } => af != AF_INET6,
+        Source::Segment { v6, .. } => !v6,
+        Source::None => true,
+    };
+    if v4 {
+        zero_from(s, if matches!(src, Source::None) { 0 } else { 4 });
+        zero_from(d, if matches!(src, Source::None) { 0 } else { 4 });
+    }
+    let ok = match src {
+        Source::Sock { sk, af } => {
+            let addrs = if af == AF_INET6 {
+                kread_into(s, 16, sk, o.sk_v6_rcv_saddr) & kread_into(d, 16, sk, o.sk_v6_daddr)
+            } else {
+                kread_into(s, 4, sk, o.inet_saddr) & kread_into(d, 4, sk, o.sk_daddr)
+            };
+            match (kread::<u16>(sk, o.inet_sport), kread::<u16>(sk, o.sk_dport)) {
+                (Some(sp), Some(dp)) => {
+                    ev.sport = u16::from_be(sp);
+                    ev.dport = u16::from_be(dp);
+                    addrs
+                }
+                _ => {
+                    ev.sport = 0;
+                    ev.dport = 0;
+                    false
+                }
+            }
+        }
+        Source::Segment {
+            ip,
+            v6,
+            sport,
+            dport,
+        } => {
+            ev.sport = dport;
+            ev.dport = sport;
+            if v6 {
+                // saddr at 8, daddr at 24.
+                kread_into(d, 16, ip, 8) & kread_into(s, 16, ip, 24)
+            } else {
+                // saddr at 12, daddr at 16.
+                kread_into(d, 4, ip, 12) & kread_into(s, 4, ip, 16)
+            }
+        }
+        Source::None => {
+            ev.sport = 0;
+            ev.dport = 0;
+            true
+        }
+    };
+    entry.submit(flags);
+    stat_add(Stat::TraceSampled);
+    ok
 }

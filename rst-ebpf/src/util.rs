@@ -2,7 +2,10 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::{bindings::BPF_NOEXIST, maps::PerCpuHashMap};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    maps::{PerCpuArray, PerCpuHashMap},
+};
 use rst_common::Stat;
 
 use crate::{
@@ -24,18 +27,42 @@ pub(crate) fn stat_add(stat: Stat) {
 /// tracing program nested inside another on the same CPU (`bpf_prog_active`).
 #[inline(always)]
 pub(crate) fn count<K>(map: &PerCpuHashMap<K, u64>, key: &K) {
+    if !try_count(map, key) {
+        stat_add(Stat::CounterMapFull);
+    }
+}
+
+/// [`count`] without the accounting of a full map: false when the map had no room.
+#[inline(always)]
+pub(crate) fn try_count<K>(map: &PerCpuHashMap<K, u64>, key: &K) -> bool {
     if let Some(p) = map.get_ptr_mut(key) {
         // SAFETY: a per-CPU value owned by this CPU.
         unsafe { *p += 1 };
-        return;
+        return true;
     }
     if map.insert(key, 1u64, BPF_NOEXIST as u64).is_ok() {
-        return;
+        return true;
     }
     match map.get_ptr_mut(key) {
-        // SAFETY: as above.
-        Some(p) => unsafe { *p += 1 },
-        None => stat_add(Stat::CounterMapFull),
+        Some(p) => {
+            // SAFETY: as above.
+            unsafe { *p += 1 };
+            true
+        }
+        None => false,
+    }
+}
+
+/// Adds one to a per-CPU array slot; false when `idx` is beyond the array.
+#[inline(always)]
+pub(crate) fn array_add(map: &PerCpuArray<u64>, idx: u32) -> bool {
+    match map.get_ptr_mut(idx) {
+        Some(p) => {
+            // SAFETY: a per-CPU value owned by this CPU; programs do not nest on a CPU.
+            unsafe { *p += 1 };
+            true
+        }
+        None => false,
     }
 }
 
@@ -63,4 +90,17 @@ pub(crate) fn wakeup_flags(after: u64, record: u64) -> u64 {
 #[inline(always)]
 pub(crate) fn submit_flags(record: u64) -> u64 {
     wakeup_flags(EVENTS.query(BPF_RB_AVAIL_DATA) + record, record)
+}
+
+/// `*p += v` as one atomic instruction (BPF `lock xadd`, every kernel): `core`'s atomics
+/// offer no read-modify-write on this target.
+///
+/// # Safety
+/// `p` must point to a live, 8-byte aligned u64 (a map value).
+#[inline(always)]
+pub(crate) unsafe fn atomic_add(p: *mut u64, v: u64) {
+    // SAFETY: the caller guarantees p; the instruction touches only *p.
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v, options(nostack));
+    }
 }

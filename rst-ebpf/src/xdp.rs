@@ -10,13 +10,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use rst_common::{
-    EVENT_WIRE, Stat, TCP_ACK, WireEvent, WireKey,
+    DIR_INGRESS, EVENT_WIRE, FAMILY_IPV4, FAMILY_IPV6, Stat, TCP_ACK, WireEvent, WireKey,
     parse::{fill_sample, parse_rst},
+    wire_slot_index,
 };
 
 use crate::{
-    BPF_RB_NO_WAKEUP, BUCKET, EVENTS, STATS, WIRE_COUNTERS, WIRE_SAMPLES_PER_SEC,
-    util::{count, stat_add, wakeup_flags},
+    BPF_RB_NO_WAKEUP, BUCKET, EVENTS, IFINDEX_SLOT, STATS, WIRE_COUNTERS, WIRE_SAMPLES_PER_SEC,
+    WIRE_SLOTS, WIRE_UNATTRIBUTED,
+    util::{array_add, atomic_add, stat_add, try_count, wakeup_flags},
 };
 
 const NSEC_PER_SEC: u64 = 1_000_000_000;
@@ -24,43 +26,61 @@ const NSEC_PER_SEC: u64 = 1_000_000_000;
 /// Ring-buffer bytes of one wire sample: the record and its 8-byte header.
 const WIRE_RECORD_BYTES: u64 = size_of::<WireEvent>().next_multiple_of(8) as u64 + 8;
 
-/// Per-CPU token bucket: `rate` samples/s with a burst of one second's worth.
+/// The wire sampler's rate limit, over all CPUs: at most `rate` samples in each second
+/// of the coarse monotonic clock (tick resolution, cheaper to read than the precise one).
 ///
-/// It runs for every RST of a flood, so it reads the coarse clock (tick resolution,
-/// 20 ns here) rather than the precise one (37 ns): tokens then arrive in tick-sized
-/// steps, at the same average rate.
+/// The window is shared by every CPU. Plain reads and stores of it race benignly (two
+/// CPUs may both reset a new second; the count may overshoot by the CPUs that pass the
+/// check at once) and the count is added atomically; once the second's samples are
+/// taken, a flood only reads the window, so its cache line is not bounced between CPUs.
 #[inline(always)]
-fn take_token(rate: u32) -> bool {
+fn take_sample(rate: u32) -> bool {
     if rate == u32::MAX {
         return true;
     }
-    if rate == 0 {
-        return false;
-    }
-    let Some(b) = BUCKET.get_ptr_mut(0) else {
+    let Some(w) = BUCKET.get_ptr_mut(0) else {
         return false;
     };
-    // SAFETY: per-CPU slot; XDP does not nest on a CPU.
-    let b = unsafe { &mut *b };
     // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let cap = rate as u64 * NSEC_PER_SEC;
-    let elapsed = now.wrapping_sub(b.last_ns);
-    b.last_ns = now;
-    let mut tokens = if elapsed >= NSEC_PER_SEC {
-        cap
-    } else {
-        b.tokens + elapsed * rate as u64
-    };
-    if tokens > cap {
-        tokens = cap;
+    let second = unsafe { bpf_ktime_get_coarse_ns() } / NSEC_PER_SEC;
+    // SAFETY: a valid map value; concurrent access is the benign race described above.
+    unsafe {
+        if (*w).second != second {
+            (*w).second = second;
+            (*w).count = 0;
+        }
+        if (*w).count >= rate as u64 {
+            return false;
+        }
+        atomic_add(&raw mut (*w).count, 1);
     }
-    if tokens < NSEC_PER_SEC {
-        b.tokens = tokens;
-        return false;
-    }
-    b.tokens = tokens - NSEC_PER_SEC;
     true
+}
+
+/// Counts one RST of `ifindex` exactly: in the interface's slot when it has one, else in
+/// the overflow hash map, else (that map full) in the unattributed counters.
+#[inline(always)]
+fn count_wire(ifindex: u32, v6: u32, ack: u32) {
+    if let Some(slot) = IFINDEX_SLOT.get(ifindex)
+        && *slot != 0
+        && array_add(
+            &WIRE_SLOTS,
+            wire_slot_index(*slot - 1, DIR_INGRESS, v6, ack),
+        )
+    {
+        return;
+    }
+    let key = WireKey {
+        ifindex,
+        family: if v6 != 0 { FAMILY_IPV6 } else { FAMILY_IPV4 },
+        ack: ack as u8,
+        direction: DIR_INGRESS,
+        _pad: 0,
+    };
+    if !try_count(&WIRE_COUNTERS, &key) {
+        array_add(&WIRE_UNATTRIBUTED, wire_slot_index(0, DIR_INGRESS, v6, ack));
+        stat_add(Stat::CounterMapFull);
+    }
 }
 
 // --- XDP ----------------------------------------------------------------------------------
@@ -73,16 +93,19 @@ pub fn rstmon_xdp(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let ifindex = ctx.ingress_ifindex() as u32;
-    let key = WireKey {
+    count_wire(
         ifindex,
-        family: rst.family,
-        ack: (rst.flags & TCP_ACK != 0) as u8,
-        _pad: [0; 2],
-    };
-    count(&WIRE_COUNTERS, &key);
+        (rst.family == FAMILY_IPV6) as u32,
+        (rst.flags & TCP_ACK != 0) as u32,
+    );
 
     // SAFETY: a plain read of a load-time constant.
-    if !take_token(unsafe { read_volatile(&WIRE_SAMPLES_PER_SEC) }) {
+    let rate = unsafe { read_volatile(&WIRE_SAMPLES_PER_SEC) };
+    if rate == 0 {
+        // Sampling is off: nothing was limited.
+        return xdp_action::XDP_PASS;
+    }
+    if !take_sample(rate) {
         stat_add(Stat::WireRateLimited);
         return xdp_action::XDP_PASS;
     }

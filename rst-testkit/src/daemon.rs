@@ -35,10 +35,11 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 /// How to run `rstmon run`. The command line is
 ///
 /// ```text
-/// BIN [GLOBAL_ARGS...] run [-i IFACE]... --web.listen-address LISTEN [ARGS...]
+/// [WRAPPER [WRAPPER_ARGS...]] BIN [GLOBAL_ARGS...] run [-i IFACE]... --web.listen-address LISTEN [ARGS...]
 /// ```
 ///
-/// inside a namespace (`ip netns exec`, which execs, so the PID is rstmon's), with stdin
+/// inside a namespace (`ip netns exec`, which execs, so the PID is rstmon's; a
+/// [`Rstmon::wrapper`] such as `setpriv` must exec too), with stdin
 /// and stdout closed and stderr captured ([`Daemon::stderr`]) unless
 /// [`Rstmon::inherit_stderr`]. No `-i` at all unless [`Rstmon::iface`]/[`Rstmon::ifaces`]
 /// add some; [`Rstmon::arg`]/[`Rstmon::args`] add anything else (`-i 'veth*'`,
@@ -46,6 +47,8 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 #[derive(Clone, Debug)]
 pub struct Rstmon {
     bin: String,
+    /// A program (and its arguments) that runs the binary: `PROG ARGS... BIN ...`.
+    wrapper: Option<(String, Vec<OsString>)>,
     global_args: Vec<OsString>,
     /// `-i NAME` pairs, before the listen address.
     iface_args: Vec<OsString>,
@@ -63,6 +66,7 @@ impl Rstmon {
     pub fn new(bin: impl Into<String>) -> Self {
         Self {
             bin: bin.into(),
+            wrapper: None,
             global_args: Vec::new(),
             iface_args: Vec::new(),
             run_args: Vec::new(),
@@ -77,6 +81,18 @@ impl Rstmon {
     /// The binary.
     pub fn bin(&self) -> &str {
         &self.bin
+    }
+
+    /// Runs the binary through `prog args...` (e.g. `setpriv --reuid=65534 ... --`):
+    /// the command line becomes `PROG ARGS... BIN ...` inside the namespace. `prog` must
+    /// exec the binary, so that the PID is still rstmon's ([`Rstmon::try_start`] checks).
+    pub fn wrapper<I: IntoIterator<Item = S>, S: Into<OsString>>(
+        mut self,
+        prog: impl Into<String>,
+        args: I,
+    ) -> Self {
+        self.wrapper = Some((prog.into(), args.into_iter().map(Into::into).collect()));
+        self
     }
 
     /// Where it serves (an address inside its namespace).
@@ -154,7 +170,14 @@ impl Rstmon {
     /// [`crate::process::run_to_exit`]) or to be spawned some other way. Stdio is not set;
     /// [`Rstmon::cpu`] and [`Rstmon::inherit_stderr`] apply only to [`Rstmon::start`].
     pub fn command(&self, ns: &Ns) -> Command {
-        let mut cmd = ns.command(&self.bin);
+        let mut cmd = match &self.wrapper {
+            Some((prog, args)) => {
+                let mut c = ns.command(prog);
+                c.args(args).arg(&self.bin);
+                c
+            }
+            None => ns.command(&self.bin),
+        };
         cmd.args(&self.global_args)
             .arg("run")
             .args(&self.iface_args)

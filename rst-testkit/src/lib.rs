@@ -9,12 +9,14 @@
 //! | [`scrape`] | HTTP GET from inside a namespace, and the exposition parser ([`Metrics`]) |
 //! | [`process`] | spawning, waiting, collecting output, CPU pinning, `/proc` figures |
 //! | [`net`] | MACs, GRO, the TCP MIB, multi-queue veths, RST frames across a pair |
+//! | [`generator`] | line-rate traffic into a veth pair (BPF_PROG_TEST_RUN live frames) |
 //! | [`tools`] | `ip link` (XDP attached?) and `promtool` |
 //!
 //! Namespaces and veth pairs themselves are [`rst_user::netns`]'s.
 
 pub mod daemon;
 pub mod frames;
+pub mod generator;
 pub mod loader;
 pub mod net;
 pub mod process;

@@ -7,10 +7,13 @@ use std::{fs, io};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap},
+    maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap},
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp},
 };
-use rst_common::{MAP_STATS, MAP_WIRE_COUNTERS, Stat, TraceOffsets, WireKey, globals};
+use rst_common::{
+    MAP_IFINDEX_SLOT, MAP_STATS, MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, Stat,
+    TraceOffsets, WireKey, globals,
+};
 pub use rst_user::attach::{EBPF_OBJECT, LoadError};
 
 /// The daemon's own setting (`rstmon run`): a forced wakeup per 64 KiB of samples.
@@ -45,21 +48,45 @@ pub fn loopback_ifindex() -> u32 {
     text.trim().parse().expect("parsing the loopback's ifindex")
 }
 
-/// [`EBPF_OBJECT`] loaded with `samples_per_cpu` wire samples per second and CPU
+/// [`EBPF_OBJECT`] loaded with `samples_per_sec` wire samples per second over all CPUs
 /// (`0`: sampling off, `u32::MAX`: every RST sampled), [`WAKEUP_BYTES`], no trace
 /// offsets and the kernel programs' diagnostics off (as `rstmon run` loads it by
 /// default). No program is loaded into the kernel yet ([`load_xdp`]).
-pub fn load_object(samples_per_cpu: u32) -> Result<Ebpf, LoadError> {
+pub fn load_object(samples_per_sec: u32) -> Result<Ebpf, LoadError> {
+    load_object_with(samples_per_sec, &[])
+}
+
+/// [`load_object`] with some maps resized: `(map name, max entries)`.
+pub fn load_object_with(samples_per_sec: u32, sizes: &[(&str, u32)]) -> Result<Ebpf, LoadError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
-    EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(aya_log::LEVEL, &0u8, false)
         .override_global(globals::TRACE_OFFSETS, &TraceOffsets::NONE, true)
-        .override_global(globals::WIRE_SAMPLES_PER_SEC, &samples_per_cpu, true)
-        .override_global(globals::WAKEUP_BYTES, &WAKEUP_BYTES, true)
-        .load(EBPF_OBJECT)
-        .map_err(LoadError::Load)
+        .override_global(globals::WIRE_SAMPLES_PER_SEC, &samples_per_sec, true)
+        .override_global(globals::WAKEUP_BYTES, &WAKEUP_BYTES, true);
+    for (name, n) in sizes {
+        loader.map_max_entries(name, *n);
+    }
+    loader.load(EBPF_OBJECT).map_err(LoadError::Load)
+}
+
+/// Gives `ifindex` wire slot `slot` (as the daemon's interface controller does), so that
+/// its RSTs take the fast path. The slot's counters must be zero (a fresh object).
+pub fn assign_slot(ebpf: &mut Ebpf, ifindex: u32, slot: u32) -> Result<(), LoadError> {
+    let map = ebpf
+        .map_mut(MAP_IFINDEX_SLOT)
+        .ok_or(LoadError::Missing(MAP_IFINDEX_SLOT))?;
+    let mut a: Array<&mut MapData, u32> = Array::try_from(map).map_err(|error| LoadError::Map {
+        name: MAP_IFINDEX_SLOT,
+        error,
+    })?;
+    a.set(ifindex, slot + 1, 0).map_err(|error| LoadError::Map {
+        name: MAP_IFINDEX_SLOT,
+        error,
+    })
 }
 
 /// Loads the XDP program `name` of `ebpf` into the kernel (the verifier runs here).
@@ -112,14 +139,26 @@ pub fn stat_sum(ebpf: &Ebpf, stat: Stat) -> u64 {
         .unwrap_or(0)
 }
 
-/// Every wire counter, summed over keys and CPUs (0 if the map has been taken out).
+/// Every wire counter — slots, overflow map and unattributed — summed over keys and
+/// CPUs (a map taken out of `ebpf` counts 0).
 pub fn wire_total(ebpf: &Ebpf) -> u64 {
-    let Some(map) = ebpf.map(MAP_WIRE_COUNTERS) else {
-        return 0;
-    };
-    PerCpuHashMap::<_, WireKey, u64>::try_from(map)
+    let arrays: u64 = [MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED]
+        .into_iter()
+        .filter_map(|n| ebpf.map(n))
+        .filter_map(|m| PerCpuArray::<_, u64>::try_from(m).ok())
+        .map(|a| {
+            a.iter()
+                .flatten()
+                .map(|v| v.iter().sum::<u64>())
+                .sum::<u64>()
+        })
+        .sum();
+    let overflow: u64 = ebpf
+        .map(MAP_WIRE_COUNTERS)
+        .and_then(|m| PerCpuHashMap::<_, WireKey, u64>::try_from(m).ok())
         .map(|m| m.iter().flatten().map(|(_, v)| v.iter().sum::<u64>()).sum())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    arrays + overflow
 }
 
 /// The map called `name` that process `pid` has open (found through its fds), opened
@@ -155,4 +194,25 @@ pub fn wire_counters_of_process(
     pid: libc::pid_t,
 ) -> io::Result<PerCpuHashMap<MapData, WireKey, u64>> {
     PerCpuHashMap::try_from(map_of_process(pid, MAP_WIRE_COUNTERS)?).map_err(io::Error::other)
+}
+
+/// What the limit baselines (`rstmon_xdp_limit`, `rstmon_xdp_limit_vlan`) counted, per
+/// [`rst_common::limit_index`], summed over CPUs (zeros if `ebpf` has no such map).
+pub fn limit_counts(ebpf: &Ebpf) -> [u64; rst_common::LIMIT_COUNTS_ENTRIES as usize] {
+    let mut out = [0u64; rst_common::LIMIT_COUNTS_ENTRIES as usize];
+    let Some(a) = ebpf
+        .map(rst_common::MAP_LIMIT_COUNTS)
+        .and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok())
+    else {
+        return out;
+    };
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = a.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+    }
+    out
+}
+
+/// Every count of the limit baselines, summed ([`limit_counts`]).
+pub fn limit_total(ebpf: &Ebpf) -> u64 {
+    limit_counts(ebpf).iter().sum()
 }

@@ -4,7 +4,7 @@
 //! | module | concern |
 //! |---|---|
 //! | [`cli`] | command-line types and one module per subcommand |
-//! | [`kernel`] | introspection of the running kernel: BTF, tracefs, capabilities |
+//! | [`kernel`] | introspection of the running kernel: BTF, capabilities |
 //! | [`attach`] | loading, attaching, and the interface controller |
 //! | [`sources`] | wire, sent and received resets: keys, decoding, classification, metric families |
 //! | [`classify`] | the cause tables, as pure functions |

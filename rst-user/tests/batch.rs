@@ -27,7 +27,8 @@ fn batch_read_sums_every_key_exactly() {
             ifindex: i,
             family: 4 + 2 * (i % 2) as u8,
             ack: (i % 3 == 0) as u8,
-            _pad: [0; 2],
+            direction: 0,
+            _pad: 0,
         };
         let values: Vec<u64> = (0..ncpus as u64).map(|c| u64::from(i) * 10 + c).collect();
         map.insert(key, PerCpuValues::try_from(values).expect("values"), 0)

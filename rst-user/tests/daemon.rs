@@ -367,6 +367,34 @@ fn error_unknown_interface() {
     assert_user_error(&out, "-i no-such-if0", &["no-such-if0"]);
 }
 
+/// A log filter that does not parse is one clear line and exit 2, from `--log` and from
+/// `RSTMON_LOG` alike (it used to fall back to `info` silently).
+#[test]
+fn error_bad_log_filter() {
+    let ns = Ns::new().unwrap_or_else(|e| panic!("creating a namespace: {e}"));
+    let mut flag = run_command(&ns, &[], LISTEN);
+    flag.args(["--log", "rstmon=loud"]);
+    let out = run_failing(flag, "--log rstmon=loud");
+    assert_user_error(&out, "--log rstmon=loud", &["log filter", "rstmon=loud"]);
+    assert_eq!(out.status.code(), Some(2), "exit status of a usage error");
+    let mut env = run_command(&ns, &[], LISTEN);
+    env.env("RSTMON_LOG", "rstmon=loud");
+    let out = run_to_exit(env, "RSTMON_LOG=rstmon=loud");
+    assert_user_error(
+        &out,
+        "RSTMON_LOG=rstmon=loud",
+        &["log filter", "rstmon=loud"],
+    );
+}
+
+/// A glob that is not a valid pattern is a clear error too.
+#[test]
+fn error_bad_interface_pattern() {
+    let ns = Ns::new().unwrap_or_else(|e| panic!("creating a namespace: {e}"));
+    let out = run_failing(run_command(&ns, &["veth["], LISTEN), "-i veth[");
+    assert_user_error(&out, "-i veth[", &["veth["]);
+}
+
 #[test]
 fn error_missing_privilege() {
     let p = pair();

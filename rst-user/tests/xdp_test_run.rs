@@ -2,8 +2,10 @@
 //! the frames of the host parser tests, well-formed, truncated, malformed and fuzzed:
 //!
 //! * the program returns XDP_PASS for every frame;
-//! * after every frame, `WIRE_COUNTERS` moved exactly as the host parser says
-//!   (`parse_rst(..).is_some()`, keyed by its family and ACK flag);
+//! * after every frame, the wire counters moved exactly as the host parser says
+//!   (`parse_rst(..).is_some()`, keyed by its family and ACK flag), on each of the three
+//!   paths: the interface's slot in `WIRE_SLOTS` (what the daemon's controller sets up),
+//!   the `WIRE_COUNTERS` overflow map (no slot), and `WIRE_UNATTRIBUTED` (overflow full);
 //! * every counted RST put exactly one `WireEvent` in `EVENTS`, equal to what
 //!   `fill_sample` gives on the host (apart from `ts_ns`), and nothing else did.
 //!
@@ -17,23 +19,41 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use rst_common::{
-    FAMILY_IPV4, FAMILY_IPV6, IPPROTO_UDP, MAP_EVENTS, MAP_STATS, MAP_WIRE_COUNTERS, PROG_XDP,
-    Stat, TCP_ACK, TCP_RST, TCP_SYN, WireEvent, WireKey,
+    DIR_INGRESS, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_UDP, MAP_EVENTS, MAP_STATS, MAP_WIRE_COUNTERS,
+    MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, PROG_XDP, Stat, TCP_ACK, TCP_RST, TCP_SYN,
+    WIRE_SLOT_COUNTERS, WireEvent, WireKey,
     parse::{ETH_HLEN, MAX_EXT_HDRS},
 };
 use rst_testkit::{
     frames::{self, Ext6, Frame, Rng, TcpOpt, Vlan, catalog, example_rst_v4, mutate},
     loader::{
-        XDP_PASS, load_object, load_xdp, loopback_ifindex, require_object, require_root, take_map,
-        test_run, xdp,
+        XDP_PASS, assign_slot, load_object_with, load_xdp, loopback_ifindex, require_object,
+        require_root, take_map, test_run, xdp,
     },
 };
+
+/// Which path the wire counters take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// The interface has a slot (slot 3, to exercise the index arithmetic).
+    Slot,
+    /// No slot: the exact overflow hash map.
+    Overflow,
+    /// No slot and an overflow map of one entry: everything after the first key is
+    /// unattributed (still counted).
+    Unattributed,
+}
+
+const SLOT: u32 = 3;
 
 /// The loaded XDP program and its maps.
 struct Harness {
     // Owns the program.
     ebpf: Ebpf,
+    layout: Layout,
+    slots: PerCpuArray<MapData, u64>,
     counters: PerCpuHashMap<MapData, WireKey, u64>,
+    unattributed: PerCpuArray<MapData, u64>,
     events: RingBuf<MapData>,
     stats: PerCpuArray<MapData, u64>,
     /// What the host parser predicts the counters hold.
@@ -44,25 +64,40 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
+    fn new(layout: Layout) -> Self {
         require_root();
         require_object();
-        let mut ebpf =
-            load_object(u32::MAX).unwrap_or_else(|e| panic!("loading the eBPF object: {e:?}"));
+        let sizes: &[(&str, u32)] = match layout {
+            Layout::Unattributed => &[(MAP_WIRE_COUNTERS, 1)],
+            _ => &[],
+        };
+        let mut ebpf = load_object_with(u32::MAX, sizes)
+            .unwrap_or_else(|e| panic!("loading the eBPF object: {e:?}"));
         load_xdp(&mut ebpf, PROG_XDP)
             .unwrap_or_else(|e| panic!("loading {PROG_XDP} (verifier): {e}"));
+        let ifindex = loopback_ifindex();
+        if layout == Layout::Slot {
+            assign_slot(&mut ebpf, ifindex, SLOT).unwrap_or_else(|e| panic!("slot: {e}"));
+        }
+        let slots =
+            take_map(&mut ebpf, MAP_WIRE_SLOTS).unwrap_or_else(|e| panic!("{MAP_WIRE_SLOTS}: {e}"));
         let counters = take_map(&mut ebpf, MAP_WIRE_COUNTERS)
             .unwrap_or_else(|e| panic!("{MAP_WIRE_COUNTERS}: {e}"));
+        let unattributed = take_map(&mut ebpf, MAP_WIRE_UNATTRIBUTED)
+            .unwrap_or_else(|e| panic!("{MAP_WIRE_UNATTRIBUTED}: {e}"));
         let events =
             take_map(&mut ebpf, MAP_EVENTS).unwrap_or_else(|e| panic!("{MAP_EVENTS}: {e}"));
         let stats = take_map(&mut ebpf, MAP_STATS).unwrap_or_else(|e| panic!("{MAP_STATS}: {e}"));
         Self {
             ebpf,
+            layout,
+            slots,
             counters,
+            unattributed,
             events,
             stats,
             expected: HashMap::new(),
-            ifindex: loopback_ifindex(),
+            ifindex,
             rsts: 0,
         }
     }
@@ -81,15 +116,47 @@ impl Harness {
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {} bytes: {e:?}", frame.len()))
     }
 
-    /// `WIRE_COUNTERS` summed over CPUs.
+    /// Every wire counter summed over CPUs, by key: the slot's and the unattributed
+    /// counters are put under the loopback's key (the only interface test runs see).
     fn counters(&self) -> HashMap<WireKey, u64> {
-        self.counters
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv.unwrap_or_else(|e| panic!("reading {MAP_WIRE_COUNTERS}: {e}"));
-                (k, v.iter().sum())
-            })
-            .collect()
+        let mut out: HashMap<WireKey, u64> = HashMap::new();
+        for kv in self.counters.iter() {
+            let (k, v) = kv.unwrap_or_else(|e| panic!("reading {MAP_WIRE_COUNTERS}: {e}"));
+            *out.entry(k).or_default() += v.iter().sum::<u64>();
+        }
+        // Only the slot the loopback has, and the unattributed counters; every other
+        // slot must stay 0 (checked once, by `check_other_slots_untouched`).
+        let arrays = [
+            (&self.slots, MAP_WIRE_SLOTS, SLOT),
+            (&self.unattributed, MAP_WIRE_UNATTRIBUTED, 0),
+        ];
+        for (map, name, slot) in arrays {
+            for within in 0..WIRE_SLOT_COUNTERS {
+                let i = slot * WIRE_SLOT_COUNTERS + within;
+                let v: u64 = map
+                    .get(&i, 0)
+                    .unwrap_or_else(|e| panic!("reading {name}[{i}]: {e}"))
+                    .iter()
+                    .sum();
+                if v == 0 {
+                    continue;
+                }
+                assert_eq!(within / 4, DIR_INGRESS as u32, "XDP counts ingress only");
+                let key = WireKey {
+                    ifindex: self.ifindex,
+                    family: if within & 2 != 0 {
+                        FAMILY_IPV6
+                    } else {
+                        FAMILY_IPV4
+                    },
+                    ack: (within & 1) as u8,
+                    direction: DIR_INGRESS,
+                    _pad: 0,
+                };
+                *out.entry(key).or_default() += v;
+            }
+        }
+        out
     }
 
     fn stat(&self, stat: Stat) -> u64 {
@@ -140,7 +207,8 @@ impl Harness {
                 ifindex: self.ifindex,
                 family: rst.family,
                 ack: (rst.flags & TCP_ACK != 0) as u8,
-                _pad: [0; 2],
+                direction: DIR_INGRESS,
+                _pad: 0,
             };
             *self.expected.entry(key).or_default() += 1;
             self.rsts += 1;
@@ -148,7 +216,8 @@ impl Harness {
         let got = self.counters();
         assert_eq!(
             got, self.expected,
-            "{what}: WIRE_COUNTERS disagree with the host parser ({host:?}) on {frame:02x?}"
+            "{what}: wire counters ({:?}) disagree with the host parser ({host:?}) on {frame:02x?}",
+            self.layout
         );
         let events = self.drain();
         match frames::sample(frame) {
@@ -175,12 +244,33 @@ impl Harness {
         }
     }
 
+    /// No slot but the loopback's ever moved.
+    fn check_other_slots_untouched(&self) {
+        for (i, v) in self.slots.iter().enumerate() {
+            let v: u64 = v
+                .unwrap_or_else(|e| panic!("reading {MAP_WIRE_SLOTS}: {e}"))
+                .iter()
+                .sum();
+            let slot = i as u32 / WIRE_SLOT_COUNTERS;
+            assert!(
+                v == 0 || (self.layout == Layout::Slot && slot == SLOT),
+                "slot {slot} moved"
+            );
+        }
+    }
+
     /// The self-counters agree: every RST sampled, nothing lost.
     fn check_stats(&self) {
+        self.check_other_slots_untouched();
         assert_eq!(self.stat(Stat::WireSampled), self.rsts, "Stat::WireSampled");
         assert_eq!(self.stat(Stat::WireRingFull), 0, "Stat::WireRingFull");
         assert_eq!(self.stat(Stat::WireRateLimited), 0, "Stat::WireRateLimited");
-        assert_eq!(self.stat(Stat::CounterMapFull), 0, "Stat::CounterMapFull");
+        let full = self.stat(Stat::CounterMapFull);
+        if self.layout == Layout::Unattributed {
+            assert!(full > 0, "an overflow map of one key never filled");
+        } else {
+            assert_eq!(full, 0, "Stat::CounterMapFull");
+        }
     }
 }
 
@@ -310,7 +400,7 @@ fn malformed() -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn xdp_passes_and_counts_like_the_host_parser_on_every_frame_and_prefix() {
-    let mut h = Harness::new();
+    let mut h = Harness::new(Layout::Slot);
     let mut frames: Vec<(String, Vec<u8>)> = catalog()
         .into_iter()
         .map(|(name, f)| (name, f.build().bytes))
@@ -344,8 +434,22 @@ fn xdp_passes_and_counts_like_the_host_parser_on_every_frame_and_prefix() {
 }
 
 #[test]
-fn xdp_agrees_with_the_host_parser_on_fuzzed_frames() {
-    let mut h = Harness::new();
+fn xdp_agrees_with_the_host_parser_on_fuzzed_frames_without_a_slot() {
+    fuzz(Layout::Overflow);
+}
+
+#[test]
+fn xdp_agrees_with_the_host_parser_on_fuzzed_frames_overflow_full() {
+    fuzz(Layout::Unattributed);
+}
+
+#[test]
+fn xdp_agrees_with_the_host_parser_on_fuzzed_frames_in_a_slot() {
+    fuzz(Layout::Slot);
+}
+
+fn fuzz(layout: Layout) {
+    let mut h = Harness::new(layout);
     let bases: Vec<Vec<u8>> = catalog().iter().map(|(_, f)| f.build().bytes).collect();
     let mut rng = Rng::new(0x0bad_5eed_7e57_0001);
     for i in 0..20_000 {
@@ -363,7 +467,7 @@ fn xdp_agrees_with_the_host_parser_on_fuzzed_frames() {
 
 #[test]
 fn xdp_sample_equals_host_fill_sample_field_by_field() {
-    let mut h = Harness::new();
+    let mut h = Harness::new(Layout::Slot);
     let v4 = example_rst_v4().build().bytes;
     let v6 = Frame::tcp6(TCP_RST)
         .with_vlans(&[Vlan::dot1ad(100), Vlan::dot1q(200)])

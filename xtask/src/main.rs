@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    setup::{privileged, setup},
+    setup::{privileged, setup, setup_bench},
     util::{build_rstmon_release, cargo, rstmon_release_bin, run, step, workspace_root},
 };
 
@@ -46,7 +46,8 @@ enum Cmd {
     /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu (TCG) and run rstmon check,
     /// selftest and run in each (docs/compatibility.md).
     Vm(vm::VmArgs),
-    /// Set up and run the benchmarks (`docs/performance.md`).
+    /// Set up (plus bpftrace and node_exporter) and run the benchmarks
+    /// (`docs/performance.md`).
     Bench {
         /// Arguments for the benchmark binary (e.g. `--quick`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -95,6 +96,7 @@ fn main() -> ExitCode {
             }
             Cmd::Bench { args } => {
                 setup()?;
+                setup_bench()?;
                 run(cargo()
                     .current_dir(workspace_root())
                     .args(["bench", "-p", "rst-user", "--bench", "rstmon", "--"])

@@ -240,3 +240,34 @@ fn setup_promtool() -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&dl);
     Ok(promtool)
 }
+
+/// What the benchmarks need beyond [`setup`] (one line per step, idempotent): bpftrace
+/// (P5's baseline) from Debian, and Debian's node_exporter (P4's anchor) taken out of
+/// its package into target/tools, like promtool: the benchmark runs it by hand in a
+/// namespace, so no service is installed or started.
+pub(crate) fn setup_bench() -> Result<()> {
+    ensure_packages(&[("bpftrace", have("bpftrace"))])?;
+    setup_node_exporter().map(|_| ())
+}
+
+/// target/tools/prometheus-node-exporter, from Debian's prometheus-node-exporter.
+fn setup_node_exporter() -> Result<PathBuf> {
+    let tools = workspace_root().join("target/tools");
+    let bin = tools.join("prometheus-node-exporter");
+    if bin.exists() {
+        step("node_exporter (for the benchmarks): present");
+        return Ok(bin);
+    }
+    step(
+        "node_exporter: extracting from Debian's prometheus-node-exporter package into \
+         target/tools (no service installed)",
+    );
+    std::fs::create_dir_all(&tools)?;
+    let dl = tools.join("deb-node-exporter");
+    let deb = apt_download("prometheus-node-exporter", &dl)?;
+    let x = dl.join("x");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
+    std::fs::copy(x.join("usr/bin/prometheus-node-exporter"), &bin)?;
+    let _ = std::fs::remove_dir_all(&dl);
+    Ok(bin)
+}

@@ -67,9 +67,11 @@ fn cargo_test(root: &Path, promtool: &Path) -> Result<(u64, u64)> {
     }
     step("tests: host unit tests, BPF_PROG_TEST_RUN, network-namespace integration");
     // One thread: the tracepoint counters are host-wide, so tests that assert exact
-    // deltas must not overlap. Doc-tests are skipped (there are none).
+    // deltas must not overlap. Doc-tests are skipped (there are none). Every test binary
+    // runs even when one fails, so that one run shows every failure.
     t.args([
         "test",
+        "--no-fail-fast",
         "--workspace",
         "--exclude",
         "rst-ebpf",

@@ -1,5 +1,5 @@
 //! rstmon benchmarks: `cargo xtask bench` (as root), or
-//! `cargo bench -p rst-user --bench rstmon -- [--quick] [--only P1,P2,P3,P4] [--no-write]`.
+//! `cargo bench -p rst-user --bench rstmon -- [--quick] [--only P1,P2,P3,P4,P5,P6] [--no-write]`.
 //!
 //! Prints one table and, after a full run, writes it with the date, kernel and CPU into
 //! `docs/performance.md`, below the hand-written method (see [`RESULTS_MARKER`]). Every
@@ -7,17 +7,19 @@
 //! the order), at least five rounds, and reported as median (min–max). Progress goes to
 //! stderr.
 //!
-//! One module per benchmark ([`p1`]–[`p4`]); [`generator`] and [`drainer`] are the
-//! traffic source and the sink they share, [`stats`] and [`report`] turn measurements
-//! into the table. Loading, the daemon guard, scraping and network plumbing are
-//! `rst_testkit`'s.
+//! One module per benchmark ([`p1`]–[`p6`]); [`drainer`] is the sink they share, [`ext`]
+//! the external programs they run (node_exporter, bpftrace), [`stats`] and [`report`]
+//! turn measurements into the table. Loading, the traffic generator, the daemon guard,
+//! scraping and network plumbing are `rst_testkit`'s.
 
 mod drainer;
-mod generator;
+mod ext;
 mod p1;
 mod p2;
 mod p3;
 mod p4;
+mod p5;
+mod p6;
 mod report;
 mod stats;
 
@@ -35,6 +37,8 @@ use crate::{
     p2::p2,
     p3::p3,
     p4::p4,
+    p5::p5,
+    p6::p6,
     report::{cpu_model, table, today},
 };
 
@@ -75,7 +79,7 @@ impl Opts {
                 "--bench" => {}
                 "-h" | "--help" => {
                     println!(
-                        "usage: rstmon-bench [--quick] [--only P1,P2,P3,P4] [--no-write]\n\
+                        "usage: rstmon-bench [--quick] [--only P1,P2,P3,P4,P5,P6] [--no-write]\n\
                          Writes docs/performance.md after a full (not --quick, not --only) run."
                     );
                     std::process::exit(0);
@@ -147,6 +151,9 @@ fn run() -> anyhow::Result<()> {
     if stale > 0 {
         progress(format!("removed {stale} namespaces left over by dead runs"));
     }
+    ext::preflight(o.wants("P4"), o.wants("P5"))?;
+    let load0 = report::HostLoad::now();
+    progress(format!("CPU: {}", cpu_model()));
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     if o.wants("P1") {
@@ -161,11 +168,29 @@ fn run() -> anyhow::Result<()> {
     if o.wants("P4") {
         rows.extend(p4(&o, &mut notes)?);
     }
+    if o.wants("P5") {
+        rows.extend(p5(&o, &mut notes)?);
+    }
+    if o.wants("P6") {
+        rows.extend(p6(&o, &mut notes)?);
+    }
     let env = format!(
         "{} · Linux {} · {}",
         today(),
         rst_user::kernel::release(),
         cpu_model()
+    );
+    let others = load0.others_since();
+    notes.insert(
+        0,
+        format!(
+            "Host: other jobs (not this benchmark or the processes it started) kept about \
+             {:.0} % of the machine's {} CPUs busy during the run (/proc/stat busy time \
+             less this process's and its children's CPU time). The spread of a row and \
+             its distance from other runs grow with it.",
+            others * 100.0,
+            rst_user::attach::possible_cpus()
+        ),
     );
     let t = table(&rows);
     println!("\n{env}\n\n{t}");

@@ -11,7 +11,7 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use rst_common::{PROG_XDP, Stat, TCP_ACK, TCP_RST};
 use rst_testkit::{
     frames::Frame,
-    loader::{load_object, load_xdp, stat_sum, wire_total, xdp},
+    loader::{assign_slot, load_object, load_xdp, loopback_ifindex, stat_sum, wire_total, xdp},
     process::pin_thread,
 };
 
@@ -75,6 +75,7 @@ impl Trial {
 /// only starts once the traffic is over, so that the ring buffer overflows.
 fn p3_trial(rate: f64, secs: f64, stalled: bool) -> anyhow::Result<Trial> {
     let mut ebpf = load_object(u32::MAX)?;
+    assign_slot(&mut ebpf, loopback_ifindex(), 0)?;
     load_xdp(&mut ebpf, PROG_XDP)?;
     let mut events = Some(take_events(&mut ebpf)?);
     let early = if stalled {

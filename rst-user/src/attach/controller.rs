@@ -276,10 +276,25 @@ impl Controller {
             self.skip(l, SKIP_FOREIGN_XDP);
             return Ok(());
         }
+        // The slot first, so that the first RST after the attach is counted in it.
+        let slot = self
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .assign_slot(l.ifindex);
+        if slot.is_none() {
+            debug!(interface = %l.name, "no free wire slot: counted on the overflow path");
+        }
         let result = self
             .programs
             .xdp()
             .and_then(|prog| xdp::attach(prog, &l.name, l.ifindex, self.mode));
+        if result.is_err() {
+            self.counters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .forget_interface(l.ifindex);
+        }
         match result {
             Ok((link, mode)) => {
                 info!(interface = %l.name, ifindex = l.ifindex, mode, "XDP attached");

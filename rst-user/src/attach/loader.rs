@@ -1,24 +1,26 @@
-//! Loading the eBPF object with this kernel's layout, and attaching the tracing hooks.
-//! XDP attachments are the [`super::controller`]'s.
+//! Loading the eBPF object with this kernel's layout, and attaching the tracing hooks
+//! (raw tracepoints: no tracefs, no record formatting in the kernel). XDP attachments
+//! are the [`super::controller`]'s.
 
 use std::os::fd::AsFd as _;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{ProgramError, TracePoint, Xdp, trace_point::TracePointLinkId},
+    programs::{ProgramError, RawTracePoint, Xdp, raw_trace_point::RawTracePointLinkId},
     sys::SyscallError,
 };
 use rst_common::{
-    MAP_EVENTS, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS, MAP_WIRE_COUNTERS,
-    PROG_RECV_RESET, PROG_SEND_RESET, PROG_XDP, globals,
+    MAP_EVENTS, MAP_IFINDEX_SLOT, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS,
+    MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, PROG_RECV_RESET, PROG_SEND_RESET,
+    PROG_XDP, WIRE_SLOT_COUNTERS, WIRE_SLOTS_DEFAULT, globals,
 };
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::error::LoadError;
+use super::error::{LoadError, has_errno, one_line};
 use crate::{
-    export::snapshot::Counters,
-    kernel::{self, KernelBtf, KernelLayout, Tracefs},
+    export::snapshot::{Counters, WireMaps},
+    kernel::{self, KernelError, KernelLayout, RECV_RESET_TP, SEND_RESET_TP},
 };
 
 /// The compiled eBPF object, built by build.rs.
@@ -34,6 +36,20 @@ pub struct Config {
     /// Turn on the kernel programs' diagnostics (aya-log, debug level, target
     /// `rstmon::ebpf`); off, the verifier removes them.
     pub kernel_log: bool,
+    /// Interfaces whose wire RSTs are counted in a slot of their own (the fast path);
+    /// more interfaces than this are counted exactly on the overflow path.
+    pub wire_slots: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_samples_per_sec: 0,
+            wakeup_bytes: 64 * 1024,
+            kernel_log: false,
+            wire_slots: WIRE_SLOTS_DEFAULT,
+        }
+    }
 }
 
 /// Loaded programs with the tracing hooks attached. Dropping it detaches everything.
@@ -41,12 +57,11 @@ pub struct Programs {
     // Owns the programs and their links.
     ebpf: Ebpf,
     /// The tracing hooks, each with the link rstmon holds for it.
-    hooks: Vec<(String, TracePointLinkId)>,
+    hooks: Vec<(String, RawTracePointLinkId)>,
     xdp_loaded: bool,
     /// The kernel programs' log, when [`Config::kernel_log`] is on.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub layout: KernelLayout,
-    pub tracefs: Tracefs,
 }
 
 /// Loaded and attached programs, their ring buffer and their counters.
@@ -66,6 +81,19 @@ where
         .map_err(|error| LoadError::Program { name, error })
 }
 
+/// A tracing program the kernel refused: EPERM names the capabilities it takes.
+fn hook_error(name: &'static str, step: &str, error: ProgramError) -> LoadError {
+    if has_errno(&error, &[libc::EPERM]) {
+        LoadError::Kernel(KernelError::Denied {
+            what: format!("{step} of eBPF program {name}"),
+            error: one_line(&error),
+            needs: "CAP_BPF and CAP_PERFMON",
+        })
+    } else {
+        LoadError::Program { name, error }
+    }
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -74,7 +102,7 @@ where
     T::try_from(map).map_err(|error| LoadError::Map { name, error })
 }
 
-/// Number of possible CPUs (the per-CPU token buckets divide the rate by it).
+/// Number of possible CPUs (the number of values of each per-CPU map entry).
 pub fn possible_cpus() -> u32 {
     aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1).max(1)
 }
@@ -83,31 +111,24 @@ impl Monitor {
     /// Probes the kernel, loads the object and attaches the tracing hooks. Any failure
     /// leaves nothing attached.
     pub fn start(cfg: &Config) -> Result<Self, LoadError> {
-        let tracefs = kernel::ensure_tracefs()?;
-        let layout = kernel::probe_layout(&tracefs.path, &KernelBtf::load()?)?;
-        Self::start_with(cfg, tracefs, layout)
+        // The BTF is read, indexed and freed before aya parses it again for itself.
+        let layout = kernel::probe()?;
+        Self::start_with(cfg, layout)
     }
 
     /// [`Monitor::start`] with the kernel already probed (`rstmon check` has done it).
-    pub fn start_with(
-        cfg: &Config,
-        tracefs: Tracefs,
-        layout: KernelLayout,
-    ) -> Result<Self, LoadError> {
+    pub fn start_with(cfg: &Config, layout: KernelLayout) -> Result<Self, LoadError> {
         if EBPF_OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
         if !layout.has_reason {
             warn!(
-                "tcp:tcp_send_reset has no reason field on this kernel (< 6.10): sent causes \
-                 come from socket state and trigger only, the rest is reported as `other`"
+                "tcp_send_reset reports no reason on this kernel (no reason argument, or no \
+                 enum sk_rst_reason in BTF): sent causes come from socket state and trigger \
+                 only, the rest is reported as `other`"
             );
         }
-        let per_cpu = match cfg.max_samples_per_sec {
-            0 => 0,
-            u32::MAX => u32::MAX,
-            n => n.div_ceil(possible_cpus()).max(1),
-        };
+        let slots = cfg.wire_slots.clamp(1, u32::MAX / WIRE_SLOT_COUNTERS);
         let log_level = if cfg.kernel_log {
             aya_log::Level::Debug as u8
         } else {
@@ -116,7 +137,12 @@ impl Monitor {
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &log_level, false)
             .override_global(globals::TRACE_OFFSETS, &layout.offsets, true)
-            .override_global(globals::WIRE_SAMPLES_PER_SEC, &per_cpu, true)
+            .override_global(
+                globals::WIRE_SAMPLES_PER_SEC,
+                &cfg.max_samples_per_sec,
+                true,
+            )
+            .map_max_entries(MAP_WIRE_SLOTS, slots * WIRE_SLOT_COUNTERS)
             .override_global(globals::WAKEUP_BYTES, &cfg.wakeup_bytes, true)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Load)?;
@@ -136,15 +162,16 @@ impl Monitor {
         let mut hooks = Vec::new();
         let mut hook_fds = Vec::new();
         for (name, tp) in [
-            (PROG_SEND_RESET, "tcp_send_reset"),
-            (PROG_RECV_RESET, "tcp_receive_reset"),
+            (PROG_SEND_RESET, SEND_RESET_TP),
+            (PROG_RECV_RESET, RECV_RESET_TP),
         ] {
-            let prog: &mut TracePoint = program(&mut ebpf, name)?;
+            let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
             prog.load()
-                .map_err(|error| LoadError::Program { name, error })?;
+                .map_err(|error| hook_error(name, "load", error))?;
             let link = prog
-                .attach("tcp", tp)
-                .map_err(|error| LoadError::Program { name, error })?;
+                .attach(tp)
+                .map_err(|error| hook_error(name, "attach", error))?;
+            // The label keeps the classic tracepoint's name (dashboards use it).
             hooks.push((format!("tcp:{tp}"), link));
             let fd = prog
                 .fd()
@@ -167,12 +194,18 @@ impl Monitor {
         }
 
         let counters = Counters {
-            wire: take(&mut ebpf, MAP_WIRE_COUNTERS)?,
+            wire: WireMaps::new(
+                take(&mut ebpf, MAP_WIRE_SLOTS)?,
+                take(&mut ebpf, MAP_IFINDEX_SLOT)?,
+                take(&mut ebpf, MAP_WIRE_COUNTERS)?,
+                take(&mut ebpf, MAP_WIRE_UNATTRIBUTED)?,
+            ),
             send: take(&mut ebpf, MAP_SEND_COUNTERS)?,
             recv: take(&mut ebpf, MAP_RECV_COUNTERS)?,
             stats: take(&mut ebpf, MAP_STATS)?,
             ncpus: possible_cpus() as usize,
             hook_fds,
+            full_logged: Default::default(),
         };
         let events = take(&mut ebpf, MAP_EVENTS)?;
         Ok(Self {
@@ -182,19 +215,10 @@ impl Monitor {
                 xdp_loaded: false,
                 logger,
                 layout,
-                tracefs,
             },
             events,
             counters,
         })
-    }
-
-    /// Says what start-up changed on the system; called once everything worked, so that
-    /// a failure stays a single line.
-    pub fn report_changes(&self) {
-        if self.programs.tracefs.mounted_now {
-            info!(path = %self.programs.tracefs.path.display(), "tracefs was not mounted; mounted it");
-        }
     }
 
     pub fn split(self) -> (Programs, RingBuf<MapData>, Counters) {

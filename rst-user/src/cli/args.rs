@@ -1,10 +1,10 @@
 //! Command-line types (clap).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::attach::XdpModeArg;
+use crate::{attach::XdpModeArg, export::http};
 
 /// Default `--web.listen-address`: all addresses, port 9745.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9745";
@@ -47,10 +47,14 @@ pub struct Common {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value = "auto")]
     pub xdp_mode: XdpModeArg,
-    /// Wire samples per second over all CPUs (a per-CPU token bucket); 0 turns wire
-    /// sampling off. Counters are exact whatever this is.
+    /// Wire samples per second over all CPUs, whichever CPUs the RSTs arrive on; 0
+    /// turns wire sampling off. Counters are exact whatever this is.
     #[arg(long, default_value_t = 20_000)]
     pub max_samples_per_sec: u32,
+    /// Interfaces counted in a slot of their own (the fastest path, 64 bytes of kernel
+    /// memory per CPU each); interfaces beyond it are counted exactly on a slower path.
+    #[arg(long, default_value_t = rst_common::WIRE_SLOTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub wire_slots: u32,
 }
 
 #[derive(Args)]
@@ -60,6 +64,19 @@ pub struct RunArgs {
     /// Address to serve /metrics on, ADDR:PORT or :PORT.
     #[arg(long = "web.listen-address", value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
     pub listen: SocketAddr,
+    /// Time a client has to send a request's head (request line and headers), from its
+    /// first byte, or from the connect for a connection's first request; then the
+    /// connection is closed. `10s`, `500ms`, `2m`.
+    #[arg(long = "web.read-header-timeout", value_name = "DURATION", default_value = "10s", value_parser = http::parse_duration)]
+    pub read_header_timeout: Duration,
+    /// A keep-alive connection with no new request for this long is closed; so is one
+    /// whose client does not read its response within this long.
+    #[arg(long = "web.idle-timeout", value_name = "DURATION", default_value = "30s", value_parser = http::parse_duration)]
+    pub idle_timeout: Duration,
+    /// HTTP connections open at once. At the limit a new connection closes the oldest
+    /// one that has no request in progress; when every one has, it is answered 503.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
 }
 
 #[derive(Args)]

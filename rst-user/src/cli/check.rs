@@ -3,8 +3,8 @@
 use rst_common::OFF_NONE;
 
 use crate::{
-    attach::{Config, Monitor},
-    kernel::{self, KernelBtf, caps as privs},
+    attach::{Config, LoadError, Monitor, error::has_errno},
+    kernel::{self, caps as privs},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,16 +59,28 @@ pub fn run() -> Vec<Item> {
             "CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN present",
         )
     } else {
+        let why: Vec<String> = privs::DAEMON_CAPS
+            .iter()
+            .filter(|(c, _)| missing.contains(&privs::cap_name(*c)))
+            .map(|(c, why)| format!("{} (to {why})", privs::cap_name(*c)))
+            .collect();
         item(
             Verdict::Fail,
             "capabilities",
-            format!("missing {}", missing.join(", ")),
+            format!("missing {}", why.join(", ")),
         )
     });
 
-    let btf = match KernelBtf::load() {
+    // Everything below reads only the kernel's BTF (world-readable) and, for the last
+    // line, loads and attaches the tracing programs for a moment: nothing is mounted
+    // or otherwise changed on the system.
+    let btf = match kernel::read_btf() {
         Ok(b) => {
-            items.push(item(Verdict::Ok, "btf", kernel::VMLINUX_BTF));
+            items.push(item(
+                Verdict::Ok,
+                "btf",
+                format!("{} ({} types)", kernel::VMLINUX_BTF, b.type_count()),
+            ));
             Some(b)
         }
         Err(e) => {
@@ -77,38 +89,26 @@ pub fn run() -> Vec<Item> {
         }
     };
 
-    let tracefs = match kernel::ensure_tracefs() {
-        Ok(t) => {
-            let how = if t.mounted_now {
-                " (was not mounted; mounted it)"
-            } else {
-                ""
-            };
-            items.push(item(
-                Verdict::Ok,
-                "tracefs",
-                format!("{}{how}", t.path.display()),
-            ));
-            Some(t)
-        }
-        Err(e) => {
-            items.push(item(Verdict::Fail, "tracefs", e.to_string()));
-            None
-        }
-    };
-
-    if let Some(t) = &tracefs {
-        for tp in ["tcp_send_reset", "tcp_receive_reset"] {
-            items.push(match kernel::read_format(&t.path, tp) {
-                Ok(_) => item(Verdict::Ok, "tracepoint", format!("tcp:{tp}")),
-                Err(e) => item(Verdict::Fail, "tracepoint", e.to_string()),
+    let mut layout = None;
+    if let Some(b) = &btf {
+        let mut tracepoints_ok = true;
+        for tp in [kernel::SEND_RESET_TP, kernel::RECV_RESET_TP] {
+            items.push(match kernel::tracepoint_args(b, tp) {
+                Ok(n) => item(
+                    Verdict::Ok,
+                    "tracepoint",
+                    format!(
+                        "tcp:{tp} (raw tracepoint, {n} argument{})",
+                        if n == 1 { "" } else { "s" }
+                    ),
+                ),
+                Err(e) => {
+                    tracepoints_ok = false;
+                    item(Verdict::Fail, "tracepoint", e.to_string())
+                }
             });
         }
-    }
-
-    let mut layout = None;
-    if let (Some(t), Some(b)) = (&tracefs, &btf) {
-        match kernel::probe_layout(&t.path, b) {
+        match kernel::probe_layout(b) {
             Ok(l) => {
                 items.push(if l.has_reason {
                     item(
@@ -119,11 +119,19 @@ pub fn run() -> Vec<Item> {
                             l.reasons.len()
                         ),
                     )
+                } else if l.send_reset_args >= 3 {
+                    item(
+                        Verdict::Warn,
+                        "reasons",
+                        "tcp_send_reset passes a reason but BTF has no enum sk_rst_reason: \
+                         sent causes from state and trigger only, others as `other`",
+                    )
                 } else {
                     item(
                         Verdict::Warn,
                         "reasons",
-                        "tcp_send_reset has no reason field: sent causes from state and trigger only, others as `other`",
+                        "tcp_send_reset has no reason argument: sent causes from state and \
+                         trigger only, others as `other`",
                     )
                 });
                 items.push(if l.offsets.tp_saw_tstamp_bit != OFF_NONE {
@@ -141,24 +149,25 @@ pub fn run() -> Vec<Item> {
                 });
                 layout = Some(l);
             }
-            Err(e) => items.push(item(Verdict::Fail, "layout", e.to_string())),
+            // A missing tracepoint has its line already.
+            Err(e) if tracepoints_ok => items.push(item(Verdict::Fail, "layout", e.to_string())),
+            Err(_) => {}
         }
     }
-    // The BTF parse is the expensive part of a start: free it before loading.
+    // The BTF index is the large allocation of a start: free it before loading.
     drop(btf);
 
-    if let (Some(t), Some(l)) = (tracefs, layout)
+    if let Some(l) = layout
         && items.iter().all(|i| i.verdict != Verdict::Fail)
     {
         let cfg = Config {
-            max_samples_per_sec: 0,
             wakeup_bytes: 1 << 20,
-            kernel_log: false,
+            ..Config::default()
         };
         // Its log lines would repeat the items above.
         let started =
             tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-                Monitor::start_with(&cfg, t, l)
+                Monitor::start_with(&cfg, l)
             });
         items.push(match started {
             Ok(m) => {
@@ -173,10 +182,21 @@ pub fn run() -> Vec<Item> {
                     ),
                 )
             }
-            Err(e) => item(Verdict::Fail, "load", e.to_string()),
+            Err(e) => item(Verdict::Fail, "load", load_failure(&e)),
         });
     }
     items
+}
+
+/// A failed load, naming the capability the kernel asked for when it refused with
+/// EPERM (the tracing programs name theirs already).
+fn load_failure(e: &LoadError) -> String {
+    match e {
+        LoadError::Load(inner) if has_errno(inner, &[libc::EPERM]) => {
+            format!("{e} (needs CAP_BPF)")
+        }
+        _ => e.to_string(),
+    }
 }
 
 pub fn print(items: &[Item]) -> bool {

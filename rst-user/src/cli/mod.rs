@@ -87,8 +87,9 @@ pub(crate) fn require_privileges() -> anyhow::Result<()> {
 pub(crate) fn config(c: &Common) -> Config {
     Config {
         max_samples_per_sec: c.max_samples_per_sec,
-        wakeup_bytes: 64 * 1024,
         kernel_log: kernel_log_enabled(),
+        wire_slots: c.wire_slots,
+        ..Config::default()
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::{
     io,
-    net::TcpListener,
     sync::{Arc, Mutex, atomic::Ordering},
 };
 
@@ -14,7 +13,7 @@ use super::{args::RunArgs, config, require_privileges, shutdown_signal, xdp_mode
 use crate::{
     attach::{Monitor, controller::Controller, select::Selection},
     drain,
-    export::server,
+    export::{http, server},
     kernel,
     sources::Event,
 };
@@ -22,17 +21,16 @@ use crate::{
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     require_privileges()?;
     let selection = Selection::new(&args.common.interfaces)?;
-    let listener = TcpListener::bind(args.listen).map_err(|e| {
+    http::raise_nofile_limit();
+    let listener = http::bind(args.listen).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
             anyhow!("cannot listen on {}: address already in use", args.listen)
         } else {
             anyhow!("cannot listen on {}: {e}", args.listen)
         }
     })?;
-    listener.set_nonblocking(true)?;
     let bound = listener.local_addr().unwrap_or(args.listen);
     let monitor = Monitor::start(&config(&args.common))?;
-    let tracefs_mounted = monitor.programs.tracefs.clone();
     let (mut programs, events, counters) = monitor.split();
     let logger = programs.take_logger();
     let counters = Arc::new(Mutex::new(counters));
@@ -45,9 +43,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         counters.clone(),
     )
     .await?;
-    if tracefs_mounted.mounted_now {
-        info!(path = %tracefs_mounted.path.display(), "tracefs was not mounted; mounted it");
-    }
     let shared = Arc::new(server::Shared {
         counters,
         layout,
@@ -57,6 +52,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         wire_received: Default::default(),
         trace_received: Default::default(),
         decode_errors: Default::default(),
+        http: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_shared = shared.clone();
@@ -72,19 +68,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(drain::forward_kernel_log(logger, stop_rx.clone()));
     }
     let follower = tokio::spawn(controller.run(stop_rx));
-    let listener = tokio::net::TcpListener::from_std(listener)?;
     info!(address = %bound, "serving /metrics");
-    let served = axum::serve(listener, server::router(shared))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server");
+    let limits = http::Limits {
+        read_header_timeout: args.read_header_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections as usize,
+    };
+    server::serve(listener, shared, limits, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let programs = follower.await.context("interface controller")?;
     drainer
         .await
         .context("drain task")?
         .context("ring buffer")?;
-    served?;
     drop(programs);
     info!("detached; bye");
     Ok(())

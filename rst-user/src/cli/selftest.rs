@@ -25,11 +25,9 @@ pub fn run() -> anyhow::Result<bool> {
         info!("removed {stale} namespaces left by an earlier run");
     }
     let monitor = Monitor::start(&Config {
-        max_samples_per_sec: 0,
         wakeup_bytes: 1,
-        kernel_log: false,
+        ..Config::default()
     })?;
-    monitor.report_changes();
     let (programs, mut ring, _counters) = monitor.split();
     let collected = Collected::default();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

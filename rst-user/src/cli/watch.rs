@@ -22,7 +22,6 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     require_privileges()?;
     let selection = Selection::new(&args.common.interfaces)?;
     let monitor = Monitor::start(&config(&args.common))?;
-    let tracefs_mounted = monitor.programs.tracefs.clone();
     let (mut programs, events, counters) = monitor.split();
     let logger = programs.take_logger();
     let reasons = programs.layout.reasons.clone();
@@ -33,9 +32,6 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         Arc::new(Mutex::new(counters)),
     )
     .await?;
-    if tracefs_mounted.mounted_now {
-        info!(path = %tracefs_mounted.path.display(), "tracefs was not mounted; mounted it");
-    }
     let interfaces = controller.interfaces();
     let boot = boot_offset_ns();
     let json = args.json;

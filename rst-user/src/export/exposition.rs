@@ -1,29 +1,27 @@
 //! The Prometheus text exposition of a [`Snapshot`]. Every known label value is
 //! present, at 0 if nothing happened yet.
 
-use prometheus::{
-    Encoder as _, TextEncoder,
-    proto::{MetricFamily, MetricType},
-};
 use rst_common::Stat;
 
-use super::{family::FamilyBuilder, snapshot::Snapshot};
+use super::{
+    family::{FamilyBuilder, Kind},
+    snapshot::Snapshot,
+};
 use crate::{attach::controller::SKIP_REASONS, sources};
 
 /// Why a scrape could not be rendered (answered with HTTP 500).
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("encoding the exposition: {0}")]
-    Encode(#[from] prometheus::Error),
-    #[error("the exposition is not UTF-8: {0}")]
-    Utf8(#[from] std::string::FromUtf8Error),
+    /// Reading the maps or writing the text panicked, or its task was cancelled.
+    #[error("rendering failed: {0}")]
+    Failed(String),
 }
 
 impl Snapshot {
     /// Renders the Prometheus text exposition format. The families are built directly
     /// (no registry of metric vectors), which keeps a scrape of thousands of series cheap.
     pub fn render(&self) -> Result<String, RenderError> {
-        use MetricType::{COUNTER, GAUGE};
+        use Kind::{Counter as COUNTER, Gauge as GAUGE};
         let mut families = vec![
             sources::sent::family(self),
             sources::received::family(self),
@@ -60,17 +58,17 @@ impl Snapshot {
                 &mut errors
             };
             let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
-            fam.add(&values, k.get(s) as f64);
+            fam.add(&values, k.get(s));
         }
-        errors.add(&["decode"], self.user.decode_errors as f64);
+        errors.add(&["decode"], self.user.decode_errors);
         let mut delivered = FamilyBuilder::new(
             "rstmon_samples_received_total",
             "Samples the daemon read from the ring buffer.",
             COUNTER,
             &["source"],
         );
-        delivered.add(&["wire"], self.user.wire_received as f64);
-        delivered.add(&["trace"], self.user.trace_received as f64);
+        delivered.add(&["wire"], self.user.wire_received);
+        delivered.add(&["trace"], self.user.trace_received);
 
         let mut attached = FamilyBuilder::new(
             "rstmon_xdp_attached",
@@ -89,7 +87,7 @@ impl Snapshot {
         );
         for reason in SKIP_REASONS {
             let n = self.skipped.get(reason).copied().unwrap_or(0);
-            skipped.add(&[reason], n as f64);
+            skipped.add(&[reason], n);
         }
         let mut hooks = FamilyBuilder::new(
             "rstmon_hook_attached",
@@ -107,7 +105,7 @@ impl Snapshot {
             &["hook"],
         );
         for (name, n) in &self.hook_misses {
-            misses.add(&[name.as_str()], *n as f64);
+            misses.add(&[name.as_str()], *n);
         }
         let mut reason = FamilyBuilder::new(
             "rstmon_reset_reason_supported",
@@ -127,15 +125,14 @@ impl Snapshot {
         families.extend([
             dropped, submitted, delivered, errors, attached, skipped, hooks, misses, reason, info,
         ]);
-        let mut families: Vec<MetricFamily> = families
-            .into_iter()
-            .filter(|f| !f.is_empty())
-            .map(FamilyBuilder::build)
-            .collect();
-        families.sort_by(|a, b| a.name().cmp(b.name()));
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&families, &mut out)?;
-        Ok(String::from_utf8(out)?)
+        families.retain(|f| !f.is_empty());
+        families.sort_by_key(|f| f.name());
+        let series: usize = families.iter().map(FamilyBuilder::len).sum();
+        let mut out = String::with_capacity(series * 96 + families.len() * 160);
+        for f in families {
+            f.write(&mut out);
+        }
+        Ok(out)
     }
 }
 

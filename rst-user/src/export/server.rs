@@ -1,21 +1,26 @@
-//! The HTTP side: `/metrics` and a landing page.
+//! The HTTP side: `/metrics`, a landing page at `/`, 404 elsewhere, served by
+//! [`super::http`] (timeouts, connection cap, graceful shutdown).
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
-use axum::{
-    Router,
-    extract::State,
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
-    routing::get,
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    header::{self, HeaderValue},
 };
+use tokio::net::TcpListener;
 use tracing::warn;
 
 use super::{
     exposition::RenderError,
+    http::{self, HttpStats, Limits},
     snapshot::{Counters, UserStats},
 };
 use crate::{attach::controller::SharedInterfaces, kernel::KernelLayout};
@@ -32,6 +37,9 @@ pub struct Shared {
     pub wire_received: AtomicU64,
     pub trace_received: AtomicU64,
     pub decode_errors: AtomicU64,
+    /// The HTTP server's own counters (connections open, rejected, closed), rendered
+    /// after the exposition proper.
+    pub http: Arc<HttpStats>,
 }
 
 impl Shared {
@@ -56,36 +64,90 @@ impl Shared {
         };
         snap.version = env!("CARGO_PKG_VERSION").to_string();
         snap.kernel_release = self.kernel_release.clone();
-        snap.render()
+        let mut text = snap.render()?;
+        text.push_str(&self.http.render());
+        Ok(text)
     }
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+/// Serves `shared` on `listener` under `limits` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let stats = shared.http.clone();
+    http::serve(
+        listener,
+        limits,
+        stats,
+        move |req| respond(shared.clone(), req),
+        shutdown,
+    )
+    .await;
+}
+
+/// Answers one request: `GET /metrics`, `GET /`, 404 for any other path, 405 for a
+/// method other than GET and HEAD on a known one. The request body is not read.
+pub async fn respond<B>(shared: Arc<Shared>, req: Request<B>) -> Response<Full<Bytes>> {
+    let (head, body) = req.into_parts();
+    drop(body);
+    let metrics = match head.uri.path() {
+        "/metrics" => true,
+        "/" => false,
+        _ => return text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+    };
+    if head.method != Method::GET && head.method != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 method not allowed\n".into(),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    if metrics {
+        scrape(shared).await
+    } else {
+        landing(&shared)
+    }
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    response(status, "text/plain; charset=utf-8", body)
+}
+
+async fn scrape(s: Arc<Shared>) -> Response<Full<Bytes>> {
     let rendered = tokio::task::spawn_blocking(move || s.render())
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()));
     match rendered {
-        Ok(body) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
+        Ok(body) => response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
             body,
-        )
-            .into_response(),
+        ),
         Err(e) => {
             warn!("scrape failed: {e}");
-            (
+            text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("rstmon: scrape failed: {e}\n"),
             )
-                .into_response()
         }
     }
 }
 
-async fn landing(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+fn landing(s: &Shared) -> Response<Full<Bytes>> {
     let ifaces: Vec<String> = s
         .interfaces
         .read()
@@ -106,18 +168,11 @@ async fn landing(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             ifaces.join("")
         }
     );
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body)
+    response(StatusCode::OK, "text/html; charset=utf-8", body)
 }
 
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/", get(landing))
-        .with_state(shared)
 }

@@ -2,12 +2,16 @@
 //! the attach state at that moment.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     os::fd::{AsFd as _, OwnedFd},
+    sync::atomic::{AtomicBool, Ordering},
 };
 
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
-use rst_common::{RecvKey, STAT_COUNT, SendKey, Stat, WireKey};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use rst_common::{
+    IFINDEX_SLOT_ENTRIES, RecvKey, STAT_COUNT, SendKey, Stat, WIRE_SLOT_COUNTERS, WireKey,
+};
+use tracing::{debug, warn};
 
 use crate::{kernel::KernelLayout, sources, sys};
 
@@ -38,6 +42,8 @@ pub struct Snapshot {
     pub sent: sources::sent::Counts,
     pub received: sources::received::Counts,
     pub wire: sources::wire::Counts,
+    /// Wire RSTs no interface could be told for (every slot and the overflow map full).
+    pub wire_unattributed: sources::wire::Unattributed,
     /// Monitored interfaces and their XDP mode (`native` or `generic`).
     pub interfaces: Vec<(String, String)>,
     /// Tracing hooks and whether rstmon holds a link for each.
@@ -53,9 +59,48 @@ pub struct Snapshot {
     pub kernel_release: String,
 }
 
+/// The wire counters' maps and who has which slot.
+pub struct WireMaps {
+    /// `WIRE_SLOTS`: [`WIRE_SLOT_COUNTERS`] per slot.
+    pub(crate) slots: PerCpuArray<MapData, u64>,
+    /// `IFINDEX_SLOT`: ifindex → slot + 1.
+    pub(crate) ifindex_slot: Array<MapData, u32>,
+    /// `WIRE_COUNTERS`: the overflow path, by [`WireKey`].
+    pub(crate) overflow: PerCpuHashMap<MapData, WireKey, u64>,
+    /// `WIRE_UNATTRIBUTED`: what neither a slot nor the overflow map could hold.
+    pub(crate) unattributed: PerCpuArray<MapData, u64>,
+    /// ifindex → slot, of the interfaces that have one.
+    pub(crate) assigned: BTreeMap<u32, u32>,
+    pub(crate) free: BTreeSet<u32>,
+}
+
+impl WireMaps {
+    pub(crate) fn new(
+        slots: PerCpuArray<MapData, u64>,
+        ifindex_slot: Array<MapData, u32>,
+        overflow: PerCpuHashMap<MapData, WireKey, u64>,
+        unattributed: PerCpuArray<MapData, u64>,
+    ) -> Self {
+        let nslots = slots.len() / WIRE_SLOT_COUNTERS;
+        Self {
+            slots,
+            ifindex_slot,
+            overflow,
+            unattributed,
+            assigned: BTreeMap::new(),
+            free: (0..nslots).collect(),
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u32 {
+        self.slots.len() / WIRE_SLOT_COUNTERS
+    }
+}
+
 /// The exact counters, read at scrape time.
 pub struct Counters {
-    pub(crate) wire: PerCpuHashMap<MapData, WireKey, u64>,
+    pub(crate) wire: WireMaps,
     pub(crate) send: PerCpuHashMap<MapData, SendKey, u64>,
     pub(crate) recv: PerCpuHashMap<MapData, RecvKey, u64>,
     pub(crate) stats: PerCpuArray<MapData, u64>,
@@ -63,6 +108,8 @@ pub struct Counters {
     pub(crate) ncpus: usize,
     /// The tracing programs, for their kernel-side miss counters.
     pub(crate) hook_fds: Vec<(String, OwnedFd)>,
+    /// Whether a full counter map was logged already (it is logged once).
+    pub(crate) full_logged: AtomicBool,
 }
 
 impl Counters {
@@ -71,6 +118,7 @@ impl Counters {
     pub fn snapshot(&self, layout: &KernelLayout, ifnames: &BTreeMap<u32, String>) -> Snapshot {
         let mut snap = Snapshot {
             wire: sources::wire::collect(&self.wire, self.ncpus, ifnames),
+            wire_unattributed: sources::wire::collect_unattributed(&self.wire, self.ncpus),
             sent: sources::sent::collect(&self.send, self.ncpus, &layout.reasons),
             received: sources::received::collect(&self.recv, self.ncpus),
             ..Default::default()
@@ -82,6 +130,15 @@ impl Counters {
                 .map(|v| v.iter().sum())
                 .unwrap_or(0);
             snap.kernel.set(s, v);
+        }
+        if snap.kernel.get(Stat::CounterMapFull) > 0
+            && !self.full_logged.swap(true, Ordering::Relaxed)
+        {
+            warn!(
+                "a kernel counter map is full: counts stay exact in total, wire RSTs of \
+                 interfaces beyond the slots and the overflow map are exported as interface=\"other\" \
+                 (rstmon_errors_total{{kind=\"counter_map_full\"}})"
+            );
         }
         snap.hook_misses = self
             .hook_fds
@@ -95,17 +152,55 @@ impl Counters {
         snap
     }
 
-    /// Removes every wire counter of `ifindex` (an interface that is gone), so that a
-    /// new interface given the same index starts from zero.
+    /// Gives `ifindex` a zeroed wire slot and tells the XDP program, before the program
+    /// is attached there. `None` when every slot is taken or the ifindex is beyond the
+    /// slot table: that interface's RSTs take the (exact) overflow path.
+    pub fn assign_slot(&mut self, ifindex: u32) -> Option<u32> {
+        if let Some(s) = self.wire.assigned.get(&ifindex) {
+            return Some(*s);
+        }
+        if ifindex >= IFINDEX_SLOT_ENTRIES {
+            return None;
+        }
+        let slot = *self.wire.free.first()?;
+        for i in 0..WIRE_SLOT_COUNTERS {
+            let zeros = PerCpuValues::try_from(vec![0u64; self.ncpus]).ok()?;
+            if let Err(e) = self.wire.slots.set(slot * WIRE_SLOT_COUNTERS + i, zeros, 0) {
+                debug!(slot, "zeroing a wire slot: {e}");
+                return None;
+            }
+        }
+        if let Err(e) = self.wire.ifindex_slot.set(ifindex, slot + 1, 0) {
+            debug!(ifindex, "setting the slot of an interface: {e}");
+            return None;
+        }
+        self.wire.free.remove(&slot);
+        self.wire.assigned.insert(ifindex, slot);
+        Some(slot)
+    }
+
+    /// Forgets every wire counter of `ifindex` (an interface that is gone, or that was
+    /// not attached): its slot goes back to the free list, its overflow keys are
+    /// removed, so that a new interface given the same index starts from zero.
     pub fn forget_interface(&mut self, ifindex: u32) {
+        if let Some(slot) = self.wire.assigned.remove(&ifindex) {
+            let _ = self.wire.ifindex_slot.set(ifindex, 0, 0);
+            self.wire.free.insert(slot);
+        }
         let keys: Vec<WireKey> = self
             .wire
+            .overflow
             .keys()
             .flatten()
             .filter(|k| k.ifindex == ifindex)
             .collect();
         for k in keys {
-            let _ = self.wire.remove(&k);
+            let _ = self.wire.overflow.remove(&k);
         }
+    }
+
+    /// Slots in use and in all.
+    pub fn slot_usage(&self) -> (usize, u32) {
+        (self.wire.assigned.len(), self.wire.capacity())
     }
 }

@@ -1,42 +1,84 @@
-//! What the running kernel looks like: tracefs, tracepoint record layouts, struct
-//! offsets and reset-reason names. Rust eBPF gets no CO-RE relocations, so everything
-//! the programs read is located here at start-up and passed in as globals.
+//! What the running kernel looks like, from its BTF alone: the arity of the two
+//! tracepoints, struct offsets and reset-reason names. Rust eBPF gets no CO-RE
+//! relocations, so everything the programs read is located here at start-up and passed
+//! in as a global. Nothing here touches tracefs or changes the system.
 
 pub mod btf;
 pub mod caps;
-pub mod tracefs;
 
-use std::{
-    collections::BTreeMap,
-    fs, io,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, fs, io, path::Path};
 
 use rst_common::{OFF_NONE, TraceOffsets};
 
-pub use btf::KernelBtf;
-pub use tracefs::{
-    Tracefs, ensure_tracefs, read_format, reasons_from_print_fmt, tracepoint_offsets,
-};
+pub use btf::Btf;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// The tracepoints rstmon attaches to (raw tracepoints, by these names).
+pub const SEND_RESET_TP: &str = "tcp_send_reset";
+pub const RECV_RESET_TP: &str = "tcp_receive_reset";
+
+/// The BTF names [`probe_layout`] looks up: indexing only these keeps the one pass over
+/// the kernel's BTF cheap.
+pub const BTF_NAMES: &[&str] = &[
+    "sock",
+    "inet_sock",
+    "sk_buff",
+    "tcp_sock",
+    "sock_flags",
+    "sk_rst_reason",
+    "btf_trace_tcp_send_reset",
+    "btf_trace_tcp_receive_reset",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error(
-        "tracefs is not mounted and mounting it on /sys/kernel/tracing failed: {0} (needs CAP_SYS_ADMIN)"
-    )]
-    TracefsMount(io::Error),
-    #[error("cannot read tracepoint format {path}: {source}")]
-    Format { path: PathBuf, source: io::Error },
-    #[error("tracepoint {0} lacks field `{1}`; this kernel's layout is not supported")]
-    MissingField(&'static str, &'static str),
-    #[error(
-        "cannot read kernel BTF at {VMLINUX_BTF}: {0} (rstmon needs a kernel built with CONFIG_DEBUG_INFO_BTF)"
-    )]
-    Btf(String),
+    #[error("cannot read kernel BTF {path}: {source}{}", read_hint(.source))]
+    BtfRead { path: String, source: io::Error },
+    #[error("kernel BTF {path} does not parse: {source}")]
+    BtfParse { path: String, source: btf::BtfError },
     #[error("kernel BTF has no {0}")]
     BtfMissing(String),
+    #[error(
+        "kernel BTF has no tracepoint tcp:{0} (typedef btf_trace_{0}); this kernel is not supported"
+    )]
+    NoTracepoint(&'static str),
+    #[error("{what}: {error} (needs {needs})")]
+    Denied {
+        what: String,
+        error: String,
+        needs: &'static str,
+    },
+    #[error("tracepoint tcp:{tp} has {args} arguments, rstmon knows {known}")]
+    Arity {
+        tp: &'static str,
+        args: usize,
+        known: &'static str,
+    },
+}
+
+fn read_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::NotFound => " (rstmon needs a kernel built with CONFIG_DEBUG_INFO_BTF)",
+        io::ErrorKind::PermissionDenied => {
+            " (it is normally world-readable, mode 0444; rstmon needs no capability to read it)"
+        }
+        _ => "",
+    }
+}
+
+/// Reads and indexes the running kernel's BTF for [`probe_layout`].
+pub fn read_btf() -> Result<Btf, KernelError> {
+    read_btf_at(Path::new(VMLINUX_BTF))
+}
+
+/// [`read_btf`] of another file.
+pub fn read_btf_at(path: &Path) -> Result<Btf, KernelError> {
+    let p = || path.display().to_string();
+    Btf::read(path, BTF_NAMES).map_err(|e| match e {
+        btf::ReadError::Io(source) => KernelError::BtfRead { path: p(), source },
+        btf::ReadError::Parse(source) => KernelError::BtfParse { path: p(), source },
+    })
 }
 
 /// Layout facts about the running kernel.
@@ -45,56 +87,108 @@ pub struct KernelLayout {
     pub offsets: TraceOffsets,
     /// `enum sk_rst_reason` value → name without the `SK_RST_REASON_` prefix.
     pub reasons: BTreeMap<u32, String>,
-    /// Whether `tcp:tcp_send_reset` carries a `reason` field (6.10+).
+    /// Whether the programs get the kernel's reset reason: `tcp_send_reset` has its
+    /// `reason` argument (6.10+) and BTF names its values.
     pub has_reason: bool,
+    /// Arguments of `tcp_send_reset` on this kernel (2 before 6.10, 3 after).
+    pub send_reset_args: usize,
 }
 
-/// Everything the programs need to know about this kernel.
-pub fn probe_layout(tracefs: &Path, btf: &KernelBtf) -> Result<KernelLayout, KernelError> {
-    let send = read_format(tracefs, "tcp_send_reset")?;
-    let recv = read_format(tracefs, "tcp_receive_reset")?;
+/// Arguments of tracepoint `tp`, or why the kernel cannot be used.
+pub fn tracepoint_args(btf: &Btf, tp: &'static str) -> Result<usize, KernelError> {
+    btf.tracepoint_args(tp).ok_or(KernelError::NoTracepoint(tp))
+}
+
+/// Everything the programs need to know about this kernel, from its BTF.
+pub fn probe_layout(btf: &Btf) -> Result<KernelLayout, KernelError> {
+    let send_reset_args = tracepoint_args(btf, SEND_RESET_TP)?;
+    if !(2..=3).contains(&send_reset_args) {
+        return Err(KernelError::Arity {
+            tp: SEND_RESET_TP,
+            args: send_reset_args,
+            known: "2 (sk, skb) or 3 (sk, skb, reason)",
+        });
+    }
+    let recv_args = tracepoint_args(btf, RECV_RESET_TP)?;
+    if recv_args != 1 {
+        return Err(KernelError::Arity {
+            tp: RECV_RESET_TP,
+            args: recv_args,
+            known: "1 (sk)",
+        });
+    }
+    let bits = |strukt: &str, path: &[&str]| btf.member_bit_offset(strukt, path);
+    let missing = |strukt: &str, path: &[&str]| {
+        KernelError::BtfMissing(format!("struct {strukt}.{}", path.join(".")))
+    };
+    // Byte offset of a member path, trying each spelling in turn.
+    let offset = |strukt: &str, paths: &[&[&str]]| -> Result<u16, KernelError> {
+        paths
+            .iter()
+            .find_map(|p| bits(strukt, p))
+            .and_then(|b| u16::try_from(b / 8).ok())
+            .ok_or_else(|| missing(strukt, paths[0]))
+    };
+    let common = |field: &'static str| offset("sock", &[&["__sk_common", field]]);
+
     let mut o = TraceOffsets::NONE;
-    tracepoint_offsets(&send, &recv, &mut o)?;
-    o.sk_state = btf.member_offset("sock", &["__sk_common", "skc_state"])?;
-    // sk_flags moved into sock_common (skc_flags) in recent kernels.
-    o.sk_flags = btf
-        .member_offset("sock", &["sk_flags"])
-        .or_else(|_| btf.member_offset("sock", &["__sk_common", "skc_flags"]))?;
-    o.sk_lingertime = btf
-        .member_offset("sock", &["sk_lingertime"])
-        .or_else(|_| btf.member_offset("sock", &["__sk_common", "skc_lingertime"]))?;
-    o.skb_head = btf.member_offset("sk_buff", &["head"])?;
-    o.skb_data = btf.member_offset("sk_buff", &["data"])?;
-    o.skb_len = btf.member_offset("sk_buff", &["len"])?;
-    o.skb_transport_header = btf.member_offset("sk_buff", &["transport_header"])?;
+    o.sk_state = common("skc_state")?;
+    o.sk_family = common("skc_family")?;
+    o.inet_sport = offset("inet_sock", &[&["inet_sport"]])?;
+    o.sk_dport = common("skc_dport")?;
+    o.inet_saddr = offset("inet_sock", &[&["inet_saddr"]])?;
+    o.sk_daddr = common("skc_daddr")?;
+    o.sk_v6_rcv_saddr = common("skc_v6_rcv_saddr")?;
+    o.sk_v6_daddr = common("skc_v6_daddr")?;
+    // sk_flags and sk_lingertime moved into sock_common (skc_*) in recent kernels.
+    o.sk_flags = offset("sock", &[&["sk_flags"], &["__sk_common", "skc_flags"]])?;
+    o.sk_lingertime = offset(
+        "sock",
+        &[&["sk_lingertime"], &["__sk_common", "skc_lingertime"]],
+    )?;
+    o.skb_head = offset("sk_buff", &[&["head"]])?;
+    o.skb_data = offset("sk_buff", &[&["data"]])?;
+    o.skb_len = offset("sk_buff", &[&["len"]])?;
+    o.skb_network_header = offset("sk_buff", &[&["network_header"]])?;
+    o.skb_transport_header = offset("sk_buff", &[&["transport_header"]])?;
     o.sock_linger_bit = btf
-        .enumerator("sock_flags", "SOCK_LINGER")
-        .ok_or_else(|| KernelError::BtfMissing("enum sock_flags.SOCK_LINGER".into()))?
-        as u16;
+        .enum_values("sock_flags")
+        .and_then(|v| v.into_iter().find(|(n, _)| n == "SOCK_LINGER"))
+        .and_then(|(_, v)| u16::try_from(v).ok())
+        .ok_or_else(|| KernelError::BtfMissing("enum sock_flags.SOCK_LINGER".into()))?;
     // Optional: without them received RSTs in established connections are peer_abort.
     let bit = |field: &str| {
-        btf.member_bit_offset("tcp_sock", &["rx_opt", field])
-            .ok()
+        bits("tcp_sock", &["rx_opt", field])
             .and_then(|b| u16::try_from(b).ok())
             .unwrap_or(OFF_NONE)
     };
     o.tp_saw_tstamp_bit = bit("saw_tstamp");
     o.tp_tstamp_ok_bit = bit("tstamp_ok");
-    let has_reason = o.sr_reason != OFF_NONE;
-    let mut reasons: BTreeMap<u32, String> = btf
+
+    let reasons: BTreeMap<u32, String> = btf
         .enum_values("sk_rst_reason")
         .unwrap_or_default()
         .into_iter()
-        .map(|(n, v)| (v, n.trim_start_matches("SK_RST_REASON_").to_string()))
+        .filter_map(|(n, v)| {
+            let name = n.strip_prefix("SK_RST_REASON_").unwrap_or(&n).to_string();
+            Some((u32::try_from(v).ok()?, name))
+        })
         .collect();
-    if reasons.is_empty() {
-        reasons = reasons_from_print_fmt(&send.print_fmt);
-    }
+    // Without names a reason value means nothing: the program does not read it and
+    // the classifier takes its REASON_UNAVAILABLE path.
+    let has_reason = send_reset_args >= 3 && !reasons.is_empty();
+    o.send_reset_args = if has_reason { 3 } else { 2 };
     Ok(KernelLayout {
         offsets: o,
         reasons,
         has_reason,
+        send_reset_args,
     })
+}
+
+/// Reads the running kernel's BTF, probes its layout and frees the BTF again.
+pub fn probe() -> Result<KernelLayout, KernelError> {
+    probe_layout(&read_btf()?)
 }
 
 /// `uname -r`.
@@ -102,4 +196,123 @@ pub fn release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(send_args: usize, reasons: bool) -> Result<KernelLayout, KernelError> {
+        probe_layout(&Btf::parse(btf::tests::kernel(send_args, reasons), BTF_NAMES).unwrap())
+    }
+
+    #[test]
+    fn layout_of_a_hand_built_kernel() {
+        let l = layout(3, true).unwrap();
+        let o = l.offsets;
+        assert!(l.has_reason);
+        assert_eq!(o.send_reset_args, 3);
+        assert_eq!(l.reasons.get(&1).map(String::as_str), Some("NO_SOCKET"));
+        assert_eq!(
+            (o.sk_daddr, o.sk_dport, o.sk_family, o.sk_state),
+            (0, 12, 16, 18)
+        );
+        assert_eq!((o.inet_saddr, o.inet_sport), (808, 814));
+        assert_eq!((o.sk_v6_daddr, o.sk_v6_rcv_saddr), (56, 72));
+        // sk_flags is found under its newer name, sk_lingertime under its older one.
+        assert_eq!((o.sk_flags, o.sk_lingertime), (96, 576));
+        assert_eq!(
+            (
+                o.skb_len,
+                o.skb_transport_header,
+                o.skb_network_header,
+                o.skb_head,
+                o.skb_data
+            ),
+            (112, 178, 180, 192, 200)
+        );
+        assert_eq!(o.sock_linger_bit, 4);
+        assert_eq!((o.tp_saw_tstamp_bit, o.tp_tstamp_ok_bit), (13952, 13953));
+    }
+
+    #[test]
+    fn arity_decides_whether_the_reason_is_read() {
+        // Before 6.10: (sk, skb).
+        let l = layout(2, true).unwrap();
+        assert!(!l.has_reason);
+        assert_eq!((l.send_reset_args, l.offsets.send_reset_args), (2, 2));
+        // A reason argument whose enum BTF does not name: not read.
+        let l = layout(3, false).unwrap();
+        assert!(!l.has_reason && l.reasons.is_empty());
+        assert_eq!((l.send_reset_args, l.offsets.send_reset_args), (3, 2));
+        let err = layout(1, true).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("tcp:tcp_send_reset has 1 arguments"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_tracepoint_and_unreadable_btf_are_named() {
+        let btf = Btf::parse(btf::tests::kernel(3, true), &["sock"]).unwrap();
+        let err = probe_layout(&btf).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "kernel BTF has no tracepoint tcp:tcp_send_reset (typedef btf_trace_tcp_send_reset); \
+             this kernel is not supported"
+        );
+        let err = read_btf_at(Path::new("/nonexistent/vmlinux"))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read kernel BTF /nonexistent/vmlinux: ")
+                && err.to_string().contains("CONFIG_DEBUG_INFO_BTF"),
+            "{err}"
+        );
+        let err = read_btf_at(Path::new("/proc/self/status")).err().unwrap();
+        assert!(err.to_string().contains("does not parse"), "{err}");
+    }
+
+    /// Offsets the earlier btf-rs based code found on the build machine's kernel
+    /// (6.18.44), recorded before it was replaced; other 6.18 builds agree as long as
+    /// their config does not change these structs.
+    #[test]
+    fn running_kernel_layout() {
+        let btf = match read_btf() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        let l = probe_layout(&btf).unwrap();
+        let o = l.offsets;
+        println!("{} types; {o:?}", btf.type_count());
+        if !release().starts_with("6.18.") {
+            eprintln!("known values are for 6.18; only consistency checked");
+        } else {
+            assert_eq!(l.send_reset_args, 3);
+            assert!(l.has_reason);
+            assert_eq!((o.sk_daddr, o.sk_dport), (0, 12));
+            assert_eq!((o.inet_saddr, o.inet_sport), (808, 814));
+            assert_eq!((o.sk_family, o.sk_state), (16, 18));
+            assert_eq!((o.sk_v6_daddr, o.sk_v6_rcv_saddr), (56, 72));
+            assert_eq!((o.sk_flags, o.sk_lingertime), (96, 576));
+            assert_eq!(
+                (o.skb_len, o.skb_transport_header, o.skb_network_header),
+                (112, 178, 180)
+            );
+            assert_eq!((o.skb_head, o.skb_data), (192, 200));
+            assert_eq!(o.sock_linger_bit, 4);
+            assert_eq!((o.tp_saw_tstamp_bit, o.tp_tstamp_ok_bit), (13952, 13953));
+            assert_eq!(l.reasons.len(), 26);
+            assert_eq!(l.reasons[&1], "NO_SOCKET");
+            assert_eq!(l.reasons[&14], "TCP_STATE");
+            assert_eq!(l.reasons[&24], "ERROR");
+        }
+        assert_eq!(btf.tracepoint_args(RECV_RESET_TP), Some(1));
+        assert!(o.sk_state < o.sk_v6_rcv_saddr);
+    }
 }

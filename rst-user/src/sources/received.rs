@@ -8,7 +8,10 @@ use rst_common::{ORIGIN_SOCKET, ORIGIN_STATELESS, RecvEvent, RecvKey, state};
 
 use crate::{
     classify::{self, Family, RecvCause},
-    export::{family::FamilyBuilder, snapshot::Snapshot},
+    export::{
+        family::{FamilyBuilder, Kind},
+        snapshot::Snapshot,
+    },
     present::sample::{Presenter, Sample, addr},
     sys::bpf::percpu_sums,
 };
@@ -31,17 +34,17 @@ pub fn collect(map: &PerCpuHashMap<MapData, RecvKey, u64>, ncpus: usize) -> Coun
 }
 
 /// `rstmon_resets_received_total`: every cause and family, at 0 when nothing was counted.
-pub fn family(snap: &Snapshot) -> FamilyBuilder {
+pub fn family(snap: &Snapshot) -> FamilyBuilder<'_> {
     let mut received = FamilyBuilder::new(
         METRIC,
         "TCP resets accepted by a socket on this host.",
-        prometheus::proto::MetricType::COUNTER,
+        Kind::Counter,
         &["cause", "family"],
     );
     for fam in Family::ALL {
         for cause in RecvCause::ALL {
             let v = snap.received.get(&(*cause, *fam)).copied().unwrap_or(0);
-            received.add(&[cause.label(), fam.label()], v as f64);
+            received.add(&[cause.label(), fam.label()], v);
         }
     }
     received

@@ -8,7 +8,10 @@ use rst_common::{SendEvent, SendKey, TCP_ACK, state};
 
 use crate::{
     classify::{self, Family, SendCause},
-    export::{family::FamilyBuilder, snapshot::Snapshot},
+    export::{
+        family::{FamilyBuilder, Kind},
+        snapshot::Snapshot,
+    },
     present::sample::{Presenter, Sample, addr, flags_str},
     sys::bpf::percpu_sums,
 };
@@ -37,17 +40,17 @@ pub fn collect(
 }
 
 /// `rstmon_resets_sent_total`: every cause and family, at 0 when nothing was counted.
-pub fn family(snap: &Snapshot) -> FamilyBuilder {
+pub fn family(snap: &Snapshot) -> FamilyBuilder<'_> {
     let mut sent = FamilyBuilder::new(
         METRIC,
         "TCP resets this host's TCP stack sent (all network namespaces), by the kernel's own reason.",
-        prometheus::proto::MetricType::COUNTER,
+        Kind::Counter,
         &["cause", "family"],
     );
     for fam in Family::ALL {
         for cause in SendCause::ALL {
             let v = snap.sent.get(&(*cause, *fam)).copied().unwrap_or(0);
-            sent.add(&[cause.label(), fam.label()], v as f64);
+            sent.add(&[cause.label(), fam.label()], v);
         }
     }
     sent

@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Pod,
-    maps::{IterableMap, MapData, PerCpuHashMap},
+    maps::{IterableMap, MapData, PerCpuArray, PerCpuHashMap},
 };
 use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
 
@@ -119,4 +119,57 @@ pub fn batch_sums<K: Pod>(
         token = next;
         first = false;
     }
+}
+
+/// The per-CPU sums of the first `n` entries of a per-CPU `u64` array, in one or a few
+/// `BPF_MAP_LOOKUP_BATCH` calls; falls back to one lookup per entry.
+pub fn percpu_array_sums(map: &PerCpuArray<MapData, u64>, n: u32, ncpus: usize) -> Vec<u64> {
+    let n = n.min(map.len());
+    match array_batch_sums(map, n, ncpus) {
+        Ok(v) => v,
+        Err(_) => (0..n)
+            .map(|i| map.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
+            .collect(),
+    }
+}
+
+fn array_batch_sums(map: &PerCpuArray<MapData, u64>, n: u32, ncpus: usize) -> io::Result<Vec<u64>> {
+    let fd = map.map().fd().as_fd().as_raw_fd() as u32;
+    let mut out = Vec::with_capacity(n as usize);
+    let mut keys = vec![0u32; n as usize];
+    let mut values = vec![0u64; n as usize * ncpus];
+    let mut token: u32 = 0;
+    let mut first = true;
+    while (out.len() as u32) < n {
+        let want = n - out.len() as u32;
+        let mut next: u32 = 0;
+        // SAFETY: all-zero is a valid bpf_attr.
+        let mut attr: bpf_attr = unsafe { zeroed() };
+        attr.batch.in_batch = if first { 0 } else { (&raw const token) as u64 };
+        attr.batch.out_batch = (&raw mut next) as u64;
+        attr.batch.keys = keys.as_mut_ptr() as u64;
+        attr.batch.values = values.as_mut_ptr() as u64;
+        attr.batch.count = want;
+        attr.batch.map_fd = fd;
+        // SAFETY: attr points to buffers of `n` keys and `n * ncpus` values that outlive
+        // the call; the kernel writes at most `want` of each.
+        let err = unsafe { sys_bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
+        // SAFETY: the batch member is the one written above and by the kernel.
+        let got = (unsafe { attr.batch.count }).min(want) as usize;
+        for i in 0..got {
+            out.push(values[i * ncpus..(i + 1) * ncpus].iter().sum());
+        }
+        match err.as_ref().and_then(io::Error::raw_os_error) {
+            None => {}
+            Some(libc::ENOENT) => break,
+            Some(_) => return Err(err.unwrap_or_else(|| io::Error::other("bpf"))),
+        }
+        if got == 0 {
+            break;
+        }
+        token = next;
+        first = false;
+    }
+    out.resize(n as usize, 0);
+    Ok(out)
 }

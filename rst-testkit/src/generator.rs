@@ -10,10 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::process::pin_thread;
 use aya_obj::generated::{
     BPF_F_TEST_XDP_LIVE_FRAMES, bpf_attr, bpf_cmd, bpf_prog_type::BPF_PROG_TYPE_XDP,
 };
-use rst_testkit::process::pin_thread;
 use rst_user::{netns::Ns, sys::bpf::sys_bpf};
 
 /// `struct xdp_md`, the context of an XDP test run (not in aya-obj's bindings).
@@ -99,7 +99,7 @@ pub fn generate(
     rate: f64,
     dur: Duration,
     cpus: &[usize],
-) -> anyhow::Result<(u64, Duration)> {
+) -> io::Result<(u64, Duration)> {
     let per_cpu = rate / cpus.len() as f64;
     let t0 = Instant::now();
     let results: Vec<io::Result<u64>> = thread::scope(|s| {
