@@ -8,15 +8,15 @@
 
 mod common;
 
+use common::{assert_delta, connect_refused};
+
 use std::{
-    io::{self, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    io::Write as _,
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener},
     process::{Command, Output, Stdio},
 };
 
-use common::{
-    BIN, Daemon, IO_TIMEOUT, Metrics, promtool, run_command, run_to_exit, xdp_attachment,
-};
+use common::{BIN, Daemon, Metrics, promtool, run_command, run_to_exit, xdp_attachment};
 use rst_user::netns::{Ns, Pair};
 
 /// Connections per direction and family in the counting test.
@@ -63,47 +63,6 @@ const WIRE: &str = "rstmon_wire_resets_total";
 fn pair() -> Pair {
     Pair::new()
         .unwrap_or_else(|e| panic!("creating namespaces and veth (needs root and iproute2): {e}"))
-}
-
-/// `n` connects from inside `ns` to `to`; every one must be refused (an RST answers the SYN).
-fn connect_refused(ns: &Ns, to: SocketAddr, n: i64) {
-    let result = ns
-        .run(|| {
-            for i in 0..n {
-                match TcpStream::connect_timeout(&to, IO_TIMEOUT) {
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                    Err(e) => {
-                        return Err(format!(
-                            "connect #{i} to {to}: {e}; want connection refused"
-                        ));
-                    }
-                    Ok(_) => {
-                        return Err(format!(
-                            "connect #{i} to {to} succeeded; want connection refused"
-                        ));
-                    }
-                }
-            }
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("entering namespace {}: {e}", ns.name));
-    if let Err(e) = result {
-        panic!("in {}: {e}", ns.name);
-    }
-}
-
-fn assert_delta(
-    after: &Metrics,
-    before: &Metrics,
-    name: &str,
-    labels: &[(&str, &str)],
-    want: i64,
-    ctx: &str,
-) {
-    let got = after.delta(before, name, labels);
-    let series = common::Series::new(name, labels);
-    println!("{ctx}: {series} +{got}");
-    assert_eq!(got, want, "{ctx}: {series} grew by {got}, want {want}");
 }
 
 /// Asserts that rstmon's XDP program is attached to `iface`.

@@ -9,15 +9,14 @@
 mod common;
 
 use std::{
-    io,
-    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
 
 use aya::programs::{Xdp, XdpMode, links::LinkType};
-use common::{IO_TIMEOUT, Metrics, rstmon, xdp_attachment};
+use common::{Metrics, rstmon, xdp_attachment};
 use rst_common::{PROG_XDP, PROG_XDP_NOOP};
 use rst_user::{attach::EBPF_OBJECT, netns::Ns};
 
@@ -66,24 +65,6 @@ fn add_veth(a: &Ns, name: &str, b: &Ns, peer: &str) -> Link {
             .unwrap_or_else(|e| panic!("{ifn} up: {e}"));
     }
     Link { peer_ip: ip_b }
-}
-
-/// `n` connects from `ns` to a closed port on `to`: `n` RST|ACK segments arrive on the
-/// interface towards `to`.
-fn connect_refused(ns: &Ns, to: Ipv4Addr, n: i64) {
-    let to = SocketAddr::new(IpAddr::V4(to), CLOSED_PORT);
-    let r = ns
-        .run(|| {
-            for i in 0..n {
-                match TcpStream::connect_timeout(&to, IO_TIMEOUT) {
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                    other => return Err(format!("connect #{i} to {to}: {other:?}; want refused")),
-                }
-            }
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("entering {}: {e}", ns.name));
-    r.unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn wire(m: &Metrics, iface: &str) -> Option<f64> {
@@ -173,7 +154,11 @@ fn glob_follows_interfaces_that_appear_and_are_recreated() {
             Some(0.0),
             "round {round}: a new interface starts at 0"
         );
-        connect_refused(&a, link.peer_ip, N);
+        common::connect_refused(
+            &a,
+            SocketAddr::new(IpAddr::V4(link.peer_ip), CLOSED_PORT),
+            N,
+        );
         let m = d.scrape();
         assert_eq!(
             wire(&m, &name),
@@ -281,7 +266,11 @@ fn default_selection_picks_up_new_interfaces() {
         "default selection: {name} attached after {:.1} ms",
         took.as_secs_f64() * 1e3
     );
-    connect_refused(&a, link.peer_ip, N);
+    common::connect_refused(
+        &a,
+        SocketAddr::new(IpAddr::V4(link.peer_ip), CLOSED_PORT),
+        N,
+    );
     assert_eq!(wire(&d.scrape(), &name), Some(N as f64));
     d.assert_running("default selection");
     d.stop();
@@ -309,7 +298,11 @@ fn twenty_sigkills_leave_nothing_behind() {
         });
     }
     let mut d = rstmon().listen(LISTEN).args(["-i", &name]).start(&a);
-    connect_refused(&a, link.peer_ip, N);
+    common::connect_refused(
+        &a,
+        SocketAddr::new(IpAddr::V4(link.peer_ip), CLOSED_PORT),
+        N,
+    );
     assert_eq!(
         wire(&d.scrape(), &name),
         Some(N as f64),

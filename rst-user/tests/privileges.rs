@@ -9,13 +9,14 @@
 
 mod common;
 
+use common::{assert_delta, connect_refused};
+
 use std::{
-    io,
-    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     process::{Command, Output},
 };
 
-use common::{BIN, IO_TIMEOUT, Metrics, run_to_exit, xdp_attachment};
+use common::{BIN, run_to_exit, xdp_attachment};
 use rst_user::netns::{Ns, Pair};
 
 /// The capabilities rstmon documents, as setpriv names them, with the kernel's names.
@@ -71,38 +72,6 @@ fn as_nobody(ns: &Ns, caps: &[&str], args: &[&str]) -> Command {
         .env_remove("RSTMON_LOG")
         .env("RUST_BACKTRACE", "1");
     cmd
-}
-
-/// `n` connects from inside `ns` to `to`; every one must be refused.
-fn connect_refused(ns: &Ns, to: SocketAddr, n: i64) {
-    let result = ns
-        .run(|| {
-            for i in 0..n {
-                match TcpStream::connect_timeout(&to, IO_TIMEOUT) {
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                    other => return Err(format!("connect #{i} to {to}: {other:?}; want refused")),
-                }
-            }
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("entering namespace {}: {e}", ns.name));
-    if let Err(e) = result {
-        panic!("in {}: {e}", ns.name);
-    }
-}
-
-fn assert_delta(
-    after: &Metrics,
-    before: &Metrics,
-    name: &str,
-    labels: &[(&str, &str)],
-    want: i64,
-    ctx: &str,
-) {
-    let got = after.delta(before, name, labels);
-    let series = common::Series::new(name, labels);
-    println!("{ctx}: {series} +{got}");
-    assert_eq!(got, want, "{ctx}: {series} grew by {got}, want {want}");
 }
 
 /// The `Uid:` and `CapEff:` lines of a process.

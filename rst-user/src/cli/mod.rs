@@ -119,3 +119,20 @@ pub(crate) async fn shutdown_signal() {
         _ = term.recv() => info!("SIGTERM: detaching"),
     }
 }
+
+/// Stops the interface controller and the drain task (which drains once more), then
+/// detaches everything.
+pub(crate) async fn shut_down(
+    stop: tokio::sync::watch::Sender<bool>,
+    follower: tokio::task::JoinHandle<crate::attach::Programs>,
+    drainer: tokio::task::JoinHandle<io::Result<()>>,
+) -> anyhow::Result<()> {
+    let _ = stop.send(true);
+    let programs = follower.await.context("interface controller")?;
+    drainer
+        .await
+        .context("drain task")?
+        .context("ring buffer")?;
+    drop(programs);
+    Ok(())
+}

@@ -5,11 +5,11 @@ use std::{
     sync::{Arc, Mutex, atomic::Ordering},
 };
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use tokio::sync::watch;
 use tracing::info;
 
-use super::{args::RunArgs, config, require_privileges, shutdown_signal, xdp_mode};
+use super::{args::RunArgs, config, require_privileges, shut_down, shutdown_signal, xdp_mode};
 use crate::{
     attach::{Monitor, controller::Controller, select::Selection},
     drain,
@@ -75,13 +75,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections as usize,
     };
     server::serve(listener, shared, limits, shutdown_signal()).await;
-    let _ = stop_tx.send(true);
-    let programs = follower.await.context("interface controller")?;
-    drainer
-        .await
-        .context("drain task")?
-        .context("ring buffer")?;
-    drop(programs);
+    shut_down(stop_tx, follower, drainer).await?;
     info!("detached; bye");
     Ok(())
 }

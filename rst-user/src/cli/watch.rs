@@ -6,11 +6,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use anyhow::Context as _;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{args::WatchArgs, config, require_privileges, shutdown_signal, xdp_mode};
+use super::{args::WatchArgs, config, require_privileges, shut_down, shutdown_signal, xdp_mode};
 use crate::{
     attach::{Monitor, controller::Controller, select::Selection},
     drain,
@@ -86,12 +85,5 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         "watching resets (Ctrl-C to stop)"
     );
     shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    let programs = follower.await.context("interface controller")?;
-    drainer
-        .await
-        .context("drain task")?
-        .context("ring buffer")?;
-    drop(programs);
-    Ok(())
+    shut_down(stop_tx, follower, drainer).await
 }

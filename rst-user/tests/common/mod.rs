@@ -7,7 +7,11 @@
     reason = "each test binary uses a different subset"
 )]
 
-use std::{net::SocketAddr, process::Command};
+use std::{
+    io,
+    net::{SocketAddr, TcpStream},
+    process::Command,
+};
 
 pub use rst_testkit::{
     Daemon, EXIT_TIMEOUT, IO_TIMEOUT, Metrics, Response, Rstmon, START_TIMEOUT, Series, http_get,
@@ -26,4 +30,42 @@ pub fn rstmon() -> Rstmon {
 /// `rstmon run -i IFACE... --web.listen-address ADDR` inside `ns`, as a command.
 pub fn run_command(ns: &Ns, ifaces: &[&str], listen: SocketAddr) -> Command {
     rstmon().ifaces(ifaces).listen(listen).command(ns)
+}
+
+/// `n` connects from inside `ns` to `to`; every one must be refused (an RST answers the
+/// SYN).
+pub fn connect_refused(ns: &Ns, to: SocketAddr, n: i64) {
+    let result = ns
+        .run(|| {
+            for i in 0..n {
+                match TcpStream::connect_timeout(&to, IO_TIMEOUT) {
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                    other => {
+                        return Err(format!(
+                            "connect #{i} to {to}: {other:?}; want connection refused"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("entering namespace {}: {e}", ns.name));
+    if let Err(e) = result {
+        panic!("in {}: {e}", ns.name);
+    }
+}
+
+/// Asserts that series `name{labels}` grew by exactly `want` between two scrapes.
+pub fn assert_delta(
+    after: &Metrics,
+    before: &Metrics,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: i64,
+    ctx: &str,
+) {
+    let got = after.delta(before, name, labels);
+    let series = Series::new(name, labels);
+    println!("{ctx}: {series} +{got}");
+    assert_eq!(got, want, "{ctx}: {series} grew by {got}, want {want}");
 }
