@@ -10,7 +10,33 @@ pub mod received;
 pub mod sent;
 pub mod wire;
 
+use std::collections::BTreeMap;
+
 use rst_common::{EVENT_RECV, EVENT_SEND, EVENT_WIRE, RecvEvent, SendEvent, WireEvent};
+
+use crate::{
+    classify::Family,
+    export::family::{FamilyBuilder, Kind},
+};
+
+/// A `{cause, family}` counter family with every cause of `all` and both families, at 0
+/// when nothing was counted: the shape of the sent and received families.
+pub(crate) fn cause_family<'a, C: Copy + Ord>(
+    name: &'static str,
+    help: &'static str,
+    all: &[C],
+    label: fn(C) -> &'static str,
+    counts: &BTreeMap<(C, Family), u64>,
+) -> FamilyBuilder<'a> {
+    let mut f = FamilyBuilder::new(name, help, Kind::Counter, &["cause", "family"]);
+    for fam in Family::ALL {
+        for cause in all {
+            let v = counts.get(&(*cause, *fam)).copied().unwrap_or(0);
+            f.add(&[label(*cause), fam.label()], v);
+        }
+    }
+    f
+}
 
 /// One ring-buffer record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,10 +8,7 @@ use rst_common::{ORIGIN_SOCKET, ORIGIN_STATELESS, RecvEvent, RecvKey, state};
 
 use crate::{
     classify::{self, Family, RecvCause},
-    export::{
-        family::{FamilyBuilder, Kind},
-        snapshot::Snapshot,
-    },
+    export::{family::FamilyBuilder, snapshot::Snapshot},
     present::sample::{Presenter, Sample, addr},
     sys::bpf::percpu_sums,
 };
@@ -35,19 +32,13 @@ pub fn collect(map: &PerCpuHashMap<MapData, RecvKey, u64>, ncpus: usize) -> Coun
 
 /// `rstmon_resets_received_total`: every cause and family, at 0 when nothing was counted.
 pub fn family(snap: &Snapshot) -> FamilyBuilder<'_> {
-    let mut received = FamilyBuilder::new(
+    super::cause_family(
         METRIC,
         "TCP resets accepted by a socket on this host.",
-        Kind::Counter,
-        &["cause", "family"],
-    );
-    for fam in Family::ALL {
-        for cause in RecvCause::ALL {
-            let v = snap.received.get(&(*cause, *fam)).copied().unwrap_or(0);
-            received.add(&[cause.label(), fam.label()], v);
-        }
-    }
-    received
+        RecvCause::ALL,
+        RecvCause::label,
+        &snap.received,
+    )
 }
 
 /// `socket`, `stateless` or `unknown`: where the RST came from (see [`RecvKey::origin`]).

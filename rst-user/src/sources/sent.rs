@@ -8,10 +8,7 @@ use rst_common::{SendEvent, SendKey, TCP_ACK, state};
 
 use crate::{
     classify::{self, Family, SendCause},
-    export::{
-        family::{FamilyBuilder, Kind},
-        snapshot::Snapshot,
-    },
+    export::{family::FamilyBuilder, snapshot::Snapshot},
     present::sample::{Presenter, Sample, addr, flags_str},
     sys::bpf::percpu_sums,
 };
@@ -41,19 +38,13 @@ pub fn collect(
 
 /// `rstmon_resets_sent_total`: every cause and family, at 0 when nothing was counted.
 pub fn family(snap: &Snapshot) -> FamilyBuilder<'_> {
-    let mut sent = FamilyBuilder::new(
+    super::cause_family(
         METRIC,
         "TCP resets this host's TCP stack sent (all network namespaces), by the kernel's own reason.",
-        Kind::Counter,
-        &["cause", "family"],
-    );
-    for fam in Family::ALL {
-        for cause in SendCause::ALL {
-            let v = snap.sent.get(&(*cause, *fam)).copied().unwrap_or(0);
-            sent.add(&[cause.label(), fam.label()], v);
-        }
-    }
-    sent
+        SendCause::ALL,
+        SendCause::label,
+        &snap.sent,
+    )
 }
 
 /// Flags of an RST this host sent: a reset answering a segment that carried ACK is a
