@@ -26,4 +26,4 @@ pub mod tools;
 pub use daemon::{DEFAULT_LISTEN, Daemon, Rstmon, START_TIMEOUT};
 pub use process::{EXIT_TIMEOUT, run_to_exit};
 pub use scrape::{IO_TIMEOUT, Metrics, Response, Series, get, http_get};
-pub use tools::{promtool, xdp_attachment};
+pub use tools::{promtool, tool, xdp_attachment};
