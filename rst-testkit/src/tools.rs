@@ -22,6 +22,15 @@ pub fn xdp_attachment(ns: &Ns, iface: &str) -> Option<String> {
     text.contains("xdp").then_some(text)
 }
 
+/// Whether a TCP socket listens on `addr` inside `ns` (`ss -Hltn src ADDR`): a readiness
+/// check that, unlike a connect, makes no RST while nothing listens yet.
+pub fn listening(ns: &Ns, addr: std::net::SocketAddr) -> bool {
+    let out = ns
+        .output("ss", &["-Hltn", "src", &addr.to_string()])
+        .unwrap_or_else(|e| panic!("ss -ltn in {}: {e}", ns.name));
+    out.status.success() && !out.stdout.trim_ascii().is_empty()
+}
+
 /// `promtool`: $RSTMON_PROMTOOL (set by `cargo xtask test`), else the first on PATH.
 pub fn promtool() -> PathBuf {
     tool("RSTMON_PROMTOOL", "promtool")
