@@ -35,7 +35,7 @@ fn alert_rules_pass_promtool() {
         ["test", "rules", "rstmon-alerts.test.yml"],
     ] {
         let mut cmd = Command::new(promtool());
-        cmd.current_dir(contrib("prometheus")).args(&args);
+        cmd.current_dir(contrib("prometheus")).args(args);
         let out = run_to_exit(cmd, "promtool");
         let said = format!(
             "{}{}",
