@@ -224,10 +224,15 @@ fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
+/// What a call outside the filter gets: SystemCallFilter= alone kills the process;
+/// with SystemCallErrorNumber=EPERM it fails with EPERM.
+const KILL: u32 = libc::SECCOMP_RET_KILL_PROCESS;
+const EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+
 /// The classic-BPF seccomp program: other architectures killed; socket(2) only for
 /// `families` (EAFNOSUPPORT otherwise, as systemd does); the `allowed` calls; anything
-/// else kills the process (SystemCallFilter= without SystemCallErrorNumber=).
-fn seccomp_program(allowed: &BTreeSet<u32>, families: &[u32]) -> Vec<libc::sock_filter> {
+/// else gets `deny` ([`KILL`] or [`EPERM`]).
+fn seccomp_program(allowed: &BTreeSet<u32>, families: &[u32], deny: u32) -> Vec<libc::sock_filter> {
     let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     let ret = (libc::BPF_RET | libc::BPF_K) as u16;
     let kill = stmt(ret, libc::SECCOMP_RET_KILL_PROCESS);
@@ -251,7 +256,7 @@ fn seccomp_program(allowed: &BTreeSet<u32>, families: &[u32]) -> Vec<libc::sock_
         p.push(jeq(*nr, 0, 1));
         p.push(allow);
     }
-    p.push(kill);
+    p.push(stmt(ret, deny));
     p
 }
 
@@ -280,7 +285,7 @@ fn filtered_rstmon(ns: &Ns, prog: Vec<libc::sock_filter>, args: &[&str]) -> Chil
     .args(args)
     .env_remove("RSTMON_LOG")
     .stdin(Stdio::null())
-    .stdout(Stdio::null())
+    .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let fd = netns.as_raw_fd();
     // SAFETY: only async-signal-safe system calls between fork and exec; `prog` and the
@@ -350,7 +355,7 @@ fn daemon_runs_under_the_units_system_call_filter() {
     let l = listen.to_string();
     let args = ["run", "-i", &p.a_if, "--web.listen-address", &l];
 
-    let mut child = filtered_rstmon(&p.a, seccomp_program(&allowed, &families), &args);
+    let mut child = filtered_rstmon(&p.a, seccomp_program(&allowed, &families, KILL), &args);
     let before = match wait_ready(&p.a, &mut child, listen) {
         Ok(m) => m,
         Err(e) => panic!("rstmon under the unit's filter {e}"),
@@ -372,7 +377,7 @@ fn daemon_runs_under_the_units_system_call_filter() {
 
     // The filter is real: without bpf(2), the first bpf call kills the process.
     let (no_bpf, families) = unit_policy(&unit, &["bpf"]);
-    let mut child = filtered_rstmon(&p.a, seccomp_program(&no_bpf, &families), &args);
+    let mut child = filtered_rstmon(&p.a, seccomp_program(&no_bpf, &families, KILL), &args);
     let err = wait_ready(&p.a, &mut child, listen).expect_err("rstmon ran without bpf(2)");
     let status = child.wait().expect("wait");
     println!("without bpf in the filter: {err}");
@@ -381,10 +386,47 @@ fn daemon_runs_under_the_units_system_call_filter() {
     // And so are the address families: without AF_INET, /metrics cannot listen.
     let inet = libc::AF_INET as u32;
     let no_inet: Vec<u32> = families.into_iter().filter(|f| *f != inet).collect();
-    let mut child = filtered_rstmon(&p.a, seccomp_program(&allowed, &no_inet), &args);
+    let mut child = filtered_rstmon(&p.a, seccomp_program(&allowed, &no_inet, KILL), &args);
     let err = wait_ready(&p.a, &mut child, listen).expect_err("rstmon listened without AF_INET");
     println!("without AF_INET: {err}");
     assert!(err.contains("Address family not supported"), "{err}");
+}
+
+/// `rstmon check` as uid 65534 with the three capabilities, under a filter that answers
+/// bpf(2) with EPERM (SystemCallErrorNumber=EPERM without bpf in SystemCallFilter=):
+/// the load fails, and the line names the seccomp filter, not a capability it has.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn check_names_a_seccomp_filter_not_a_capability() {
+    let unit = fs::read_to_string(UNIT).expect("unit");
+    let (no_bpf, families) = unit_policy(&unit, &["bpf"]);
+    let ns = Ns::new().expect("namespace");
+    let mut child = filtered_rstmon(&ns, seccomp_program(&no_bpf, &families, EPERM), &["check"]);
+    let mut stdout = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut o, &mut stdout).expect("stdout");
+    }
+    let status = child.wait().expect("wait");
+    println!("{stdout}");
+    assert!(!status.success(), "check passed without bpf(2):\n{stdout}");
+    let fails: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 1, "one FAIL line:\n{stdout}");
+    assert!(
+        fails[0].contains("load") && fails[0].contains("seccomp filter"),
+        "{}",
+        fails[0]
+    );
+    assert!(
+        !fails[0].contains("needs CAP"),
+        "a false cause: {}",
+        fails[0]
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("capabilities")),
+        "{stdout}"
+    );
 }
 
 /// /etc/default/rstmon holds one RSTMON_ARGS= that `rstmon run` accepts, and the unit
