@@ -5,9 +5,11 @@
 //!
 //! systemd is not PID 1 on every test machine, so the unit is not started; the last
 //! test applies the same seccomp filter systemd would (`SystemCallFilter=` expanded by
-//! `systemd-analyze syscall-filter`, `RestrictAddressFamilies=` on socket(2), the
-//! native architecture only, a forbidden call killing the process) with NoNewPrivileges,
-//! as uid 65534 with the unit's ambient capabilities. Needs root and systemd-analyze
+//! `systemd-analyze syscall-filter`, the calls ProtectClock=, PrivateDevices=,
+//! ProtectKernelModules=, ProtectKernelLogs= and RestrictNamespaces= deny,
+//! `RestrictAddressFamilies=` on socket(2), the native architecture only, a forbidden
+//! call killing the process) with NoNewPrivileges, as uid 65534 with the unit's ambient
+//! capabilities. Needs root and systemd-analyze
 //! (Debian's `systemd`; `cargo xtask setup` installs it).
 
 mod common;
@@ -160,13 +162,32 @@ fn syscall_numbers() -> std::collections::BTreeMap<String, u32> {
         .collect()
 }
 
+/// System calls other settings of a unit deny, as systemd documents them (the
+/// argument-level filters of RestrictNamespaces=, MemoryDenyWriteExecute= and
+/// LockPersonality= are not reproduced).
+const IMPLIED_DENIES: [(&str, &str); 5] = [
+    ("ProtectClock", "@clock"),
+    ("PrivateDevices", "@raw-io"),
+    ("ProtectKernelModules", "@module"),
+    ("ProtectKernelLogs", "syslog"),
+    ("RestrictNamespaces", "unshare setns"),
+];
+
 /// The allowed system call numbers and address families of `unit`, as systemd reads
-/// SystemCallFilter= (allow-list, then `~` entries removed) and RestrictAddressFamilies=.
+/// SystemCallFilter= (allow-list, then `~` entries removed), the settings that imply
+/// denials, and RestrictAddressFamilies=.
 fn unit_policy(unit: &str, drop: &[&str]) -> (BTreeSet<u32>, Vec<u32>) {
     let numbers = syscall_numbers();
     let mut allowed = BTreeSet::new();
     let mut seen = BTreeSet::new();
-    for line in directives(unit, "SystemCallFilter") {
+    let implied = IMPLIED_DENIES
+        .iter()
+        .filter(|(key, _)| directives(unit, key).iter().any(|v| v == "yes"))
+        .map(|(_, calls)| format!("~{calls}"));
+    for line in directives(unit, "SystemCallFilter")
+        .into_iter()
+        .chain(implied)
+    {
         let (deny, list) = match line.strip_prefix('~') {
             Some(l) => (true, l),
             None => (false, line.as_str()),
