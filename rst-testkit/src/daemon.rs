@@ -23,6 +23,7 @@ use rst_user::netns::Ns;
 use crate::{
     process::{self, Collector, EXIT_TIMEOUT, Proc, wait_timeout},
     scrape::{Metrics, Response, http_get},
+    tools::listening,
 };
 
 /// How long a daemon may take to load, attach and answer /metrics.
@@ -59,6 +60,7 @@ pub struct Rstmon {
     capture_stderr: bool,
     cpu: Option<usize>,
     start_timeout: Duration,
+    quiet_start: bool,
 }
 
 impl Rstmon {
@@ -75,6 +77,7 @@ impl Rstmon {
             capture_stderr: true,
             cpu: None,
             start_timeout: START_TIMEOUT,
+            quiet_start: false,
         }
     }
 
@@ -160,6 +163,13 @@ impl Rstmon {
         self
     }
 
+    /// Waits for the listening socket (`ss`) before the first GET /metrics, so that the
+    /// start makes no refused connect: counters start at 0 unless the test resets.
+    pub fn quiet_start(mut self) -> Self {
+        self.quiet_start = true;
+        self
+    }
+
     /// How long [`Rstmon::start`] waits for /metrics (default [`START_TIMEOUT`]).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
@@ -213,7 +223,7 @@ impl Rstmon {
             pid,
             stderr,
         };
-        d.wait_ready(self.start_timeout)?;
+        d.wait_ready(self.start_timeout, self.quiet_start)?;
         // `ip netns exec` execs the program, so this PID is rstmon itself and signals
         // reach it directly.
         let comm = d.proc().comm();
@@ -301,7 +311,7 @@ impl<'a> Daemon<'a> {
         }
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> io::Result<()> {
+    fn wait_ready(&mut self, timeout: Duration, quiet: bool) -> io::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.exited() {
@@ -310,10 +320,14 @@ impl<'a> Daemon<'a> {
                     self.finish_stderr()
                 )));
             }
-            let last = match http_get(self.ns, self.listen, "/metrics") {
-                Ok(r) if r.status == 200 => return Ok(()),
-                Ok(r) => format!("HTTP {}", r.status),
-                Err(e) => e.to_string(),
+            let last = if quiet && !listening(self.ns, self.listen) {
+                "not listening yet".to_string()
+            } else {
+                match http_get(self.ns, self.listen, "/metrics") {
+                    Ok(r) if r.status == 200 => return Ok(()),
+                    Ok(r) => format!("HTTP {}", r.status),
+                    Err(e) => e.to_string(),
+                }
             };
             if Instant::now() >= deadline {
                 return Err(io::Error::new(

@@ -10,7 +10,8 @@
 //! | [`process`] | spawning, waiting, collecting output, CPU pinning, `/proc` figures |
 //! | [`net`] | MACs, GRO, the TCP MIB, multi-queue veths, RST frames across a pair |
 //! | [`generator`] | line-rate traffic into a veth pair (BPF_PROG_TEST_RUN live frames) |
-//! | [`tools`] | `ip link` (XDP attached?) and `promtool` |
+//! | [`prometheus`] | a real Prometheus server in a namespace, scraping a daemon, queried over its API |
+//! | [`tools`] | `ip link` (XDP attached?), `promtool`, the other tools `cargo xtask setup` installs |
 //!
 //! Namespaces and veth pairs themselves are [`rst_user::netns`]'s.
 
@@ -20,10 +21,11 @@ pub mod generator;
 pub mod loader;
 pub mod net;
 pub mod process;
+pub mod prometheus;
 pub mod scrape;
 pub mod tools;
 
 pub use daemon::{DEFAULT_LISTEN, Daemon, Rstmon, START_TIMEOUT};
 pub use process::{EXIT_TIMEOUT, run_to_exit};
 pub use scrape::{IO_TIMEOUT, Metrics, Response, Series, get, http_get};
-pub use tools::{promtool, xdp_attachment};
+pub use tools::{promtool, tool, xdp_attachment};

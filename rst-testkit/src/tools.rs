@@ -1,5 +1,6 @@
-//! The system tools the tests look at: `ip link` (is an XDP program attached?) and
-//! `promtool` (does the exposition pass `promtool check metrics`?).
+//! The system tools the tests look at: `ip link` (is an XDP program attached?),
+//! `promtool` (does the exposition pass `promtool check metrics`?) and the other tools
+//! `cargo xtask setup` installs ([`tool`]).
 
 use std::path::{Path, PathBuf};
 
@@ -21,13 +22,30 @@ pub fn xdp_attachment(ns: &Ns, iface: &str) -> Option<String> {
     text.contains("xdp").then_some(text)
 }
 
+/// Whether a TCP socket listens on `addr` inside `ns` (`ss -Hltn src ADDR`): a readiness
+/// check that, unlike a connect, makes no RST while nothing listens yet.
+pub fn listening(ns: &Ns, addr: std::net::SocketAddr) -> bool {
+    let out = ns
+        .output("ss", &["-Hltn", "src", &addr.to_string()])
+        .unwrap_or_else(|e| panic!("ss -ltn in {}: {e}", ns.name));
+    out.status.success() && !out.stdout.trim_ascii().is_empty()
+}
+
 /// `promtool`: $RSTMON_PROMTOOL (set by `cargo xtask test`), else the first on PATH.
 pub fn promtool() -> PathBuf {
-    if let Some(p) = std::env::var_os("RSTMON_PROMTOOL") {
+    tool("RSTMON_PROMTOOL", "promtool")
+}
+
+/// A tool the tests run: the path in `$var` (`cargo xtask test` sets RSTMON_PROMTOOL,
+/// RSTMON_PROMETHEUS, RSTMON_HADOLINT, RSTMON_KUBERNETES_VALIDATE to what `cargo xtask
+/// setup` installed), else `name` on PATH (or in /usr/sbin, /sbin); panics saying how to
+/// get it.
+pub fn tool(var: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
         let p = PathBuf::from(p);
         assert!(
             p.is_file(),
-            "RSTMON_PROMTOOL={} does not exist; run `cargo xtask setup`",
+            "{var}={} does not exist; run `cargo xtask setup`",
             p.display()
         );
         return p;
@@ -35,13 +53,14 @@ pub fn promtool() -> PathBuf {
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
-        .map(|d| d.join("promtool"))
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(name))
         .find(|p| is_executable(p))
         .unwrap_or_else(|| {
             panic!(
-                "promtool not found: RSTMON_PROMTOOL is unset and no promtool is on PATH; \
-                 run `cargo xtask setup` (it installs target/tools/promtool) and test with \
-                 `cargo xtask test`, or set RSTMON_PROMTOOL"
+                "{name} not found: {var} is unset and no {name} is on PATH; run `cargo xtask \
+                 setup` (it installs the test tools, target/tools/...) and test with `cargo \
+                 xtask test`, or set {var}"
             )
         })
 }

@@ -11,6 +11,7 @@ use crate::{
     util::{build_rstmon_release, cargo, rstmon_release_bin, run, step, workspace_root},
 };
 
+mod package;
 mod setup;
 mod test;
 mod util;
@@ -46,6 +47,9 @@ enum Cmd {
     /// Boot Debian's 6.1 and 6.12 cloud kernels in qemu (TCG) and run rstmon check,
     /// selftest and run in each (docs/compatibility.md).
     Vm(vm::VmArgs),
+    /// Build the Debian package (cargo-deb): binary, unit, /etc/default/rstmon, man
+    /// pages, completions, alerts and dashboard, in target/debian/.
+    Deb,
     /// Set up (plus bpftrace and node_exporter) and run the benchmarks
     /// (`docs/performance.md`).
     Bench {
@@ -75,8 +79,9 @@ fn main() -> ExitCode {
                 run(privileged(&bin.display().to_string()).args(&args))
             }
             Cmd::Test { no_lint, no_vm } => {
-                let promtool = setup()?;
-                let (passed, failed) = test::test(no_lint, &promtool)?;
+                let tools = setup()?;
+                let deb = package::deb(&workspace_root())?;
+                let (passed, failed) = test::test(no_lint, &tools, &deb)?;
                 if !no_vm {
                     step("VM tier: rstmon on Debian's 6.1 and 6.12 kernels (qemu, TCG)");
                     vm::vm(vm::VmArgs {
@@ -89,6 +94,10 @@ fn main() -> ExitCode {
                 // The last line: the cargo tests' total (the VM tier reports above).
                 println!("tests: {passed} passed, {failed} failed");
                 Ok(())
+            }
+            Cmd::Deb => {
+                setup()?;
+                package::deb(&workspace_root()).map(|_| ())
             }
             Cmd::Vm(args) => {
                 setup()?;

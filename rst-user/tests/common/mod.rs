@@ -19,6 +19,8 @@ pub use rst_testkit::{
 };
 use rst_user::netns::Ns;
 
+pub mod systemd;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_rstmon");
 
