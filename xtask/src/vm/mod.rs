@@ -1,11 +1,12 @@
-//! `cargo xtask vm`: boots Debian's 6.1 and 6.12 cloud kernels in qemu (TCG) with a
+//! `cargo xtask vm`: boots Debian's 5.10, 6.1 and 6.12 cloud kernels in qemu (TCG) with a
 //! busybox-static initramfs whose /init (`tests/vm/init`) runs `rstmon check`,
 //! `rstmon selftest` (with an ftrace count of the reset tracepoints alongside) and a
 //! short `rstmon run` with XDP on a veth, then powers off. The serial console log is
 //! parsed and compared with what each kernel is expected to do (docs/compatibility.md).
 //!
 //! Work files live under `target/vm/`: `kernels/<package>/` caches the kernel image and
-//! the modules the guest needs (downloaded once), `rstmon` is the snapshot of the binary
+//! the modules the guest needs (downloaded once), `apt/<suite>/` holds the package lists
+//! of a suite the system's apt sources do not have (bullseye, for 5.10), `rstmon` is the snapshot of the binary
 //! put into the guests, `work/<series>/` holds the guest's root tree and initramfs
 //! (removed after the run unless `--keep`), and `<series>-console.log` /
 //! `<series>-qemu.log` are the serial console and qemu's own output of the last run.
@@ -52,6 +53,8 @@ pub struct VmArgs {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelSel {
+    #[value(name = "5.10")]
+    V5_10,
     #[value(name = "6.1")]
     V6_1,
     #[value(name = "6.12")]
@@ -63,31 +66,49 @@ pub enum KernelSel {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Series {
     label: &'static str,
-    /// Package name = prefix + <number> + rest, e.g. linux-image-6.1.0-56-cloud-amd64
-    /// or linux-image-6.12.117+deb12-cloud-amd64.
+    /// Package name = prefix + <number> + rest, e.g. linux-image-5.10.0-32-cloud-amd64,
+    /// linux-image-6.1.0-56-cloud-amd64 or linux-image-6.12.117+deb12-cloud-amd64.
     prefix: &'static str,
-    /// Whether the series reports reset reasons (6.10+).
+    /// The Debian suite to take it from when the system's apt sources lack it (an apt
+    /// source list of its own under target/vm/apt/); None: the system's sources.
+    suite: Option<&'static str>,
+    /// Whether the series reports reset reasons and fires `tcp_send_reset` for resets
+    /// sent without a full socket (both came in 6.10).
     has_reason: bool,
+    /// Whether the series has `bpf_ktime_get_coarse_ns` (5.11+).
+    coarse_clock: bool,
 }
 
-const SERIES: [Series; 2] = [
+const SERIES: [Series; 3] = [
+    Series {
+        label: "5.10",
+        prefix: "linux-image-5.10.0-",
+        suite: Some("bullseye"),
+        has_reason: false,
+        coarse_clock: false,
+    },
     Series {
         label: "6.1",
         prefix: "linux-image-6.1.0-",
+        suite: None,
         has_reason: false,
+        coarse_clock: true,
     },
     Series {
         label: "6.12",
         prefix: "linux-image-6.12.",
+        suite: None,
         has_reason: true,
+        coarse_clock: true,
     },
 ];
 
 impl KernelSel {
     fn series(self) -> Vec<Series> {
         match self {
-            Self::V6_1 => vec![SERIES[0]],
-            Self::V6_12 => vec![SERIES[1]],
+            Self::V5_10 => vec![SERIES[0]],
+            Self::V6_1 => vec![SERIES[1]],
+            Self::V6_12 => vec![SERIES[2]],
             Self::All => SERIES.to_vec(),
         }
     }
@@ -235,7 +256,7 @@ pub fn vm(args: VmArgs) -> Result<()> {
         } else {
             failed += 1;
             println!(
-                "vm {:<5} FAILED  {:>4.0} s  {}",
+                "vm {:<5} FAIL    {:>4.0} s  {}",
                 o.label,
                 o.elapsed.as_secs_f64(),
                 o.package

@@ -141,19 +141,19 @@ impl SelftestRow {
     }
 }
 
-/// Sender rows a kernel without the `reason` field cannot match, and what it shows
-/// instead (docs/compatibility.md): on 6.1 `tcp_v4/v6_send_reset` trace only full
-/// sockets, so resets sent without a socket (S1, S5, S6) or by a time-wait mini-socket
-/// (S4) never fire tcp_send_reset; and without a reason S3 (close with unread data)
-/// cannot be told from other active resets.
+/// Sender rows a kernel before 6.10 cannot match, and what it shows instead
+/// (docs/compatibility.md): there `tcp_v4/v6_send_reset` trace only full sockets, so
+/// resets sent without a socket (S1, S5, S6) or by a time-wait mini-socket (S4) never
+/// fire tcp_send_reset; and without the reason S3 (close with unread data) cannot be
+/// told from other active resets.
 fn known_limit(series: &Series, row: &SelftestRow) -> Option<&'static str> {
     if series.has_reason || row.side != "sender" {
         return None;
     }
     match (row.id.as_str(), row.observed.as_str()) {
-        ("S1" | "S5" | "S6", "(none)") => Some("no tcp_send_reset without a socket on 6.1"),
+        ("S1" | "S5" | "S6", "(none)") => Some("no tcp_send_reset without a socket before 6.10"),
         ("S3", "other") => Some("TCP_ABORT_ON_CLOSE needs the reason field (6.10+)"),
-        ("S4", "(none)") => Some("time-wait resets do not fire tcp_send_reset on 6.1"),
+        ("S4", "(none)") => Some("time-wait resets do not fire tcp_send_reset before 6.10"),
         _ => None,
     }
 }
@@ -184,6 +184,36 @@ pub(super) fn evaluate(series: &Series, r: &GuestReport) -> Vec<String> {
         (_, None) => bad.push("check printed no `reasons` line".into()),
         (true, Some(false)) => bad.push("check: reasons not supported on a 6.10+ kernel".into()),
         (false, Some(true)) => bad.push("check: reasons claimed on a kernel without them".into()),
+    }
+    let line = |name: &str| {
+        check
+            .iter()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+    };
+    match line("coverage").map(|l| l.starts_with("ok")) {
+        None => bad.push("check printed no `coverage` line".into()),
+        Some(ok) if ok != series.has_reason => bad.push(format!(
+            "check: coverage is {} on a kernel {} 6.10",
+            if ok { "ok" } else { "not ok" },
+            if series.has_reason { "of" } else { "before" }
+        )),
+        Some(_) => {}
+    }
+    match line("features") {
+        None => bad.push("check printed no `features` line".into()),
+        Some(l) => {
+            let without = l.split_once("not here:").map_or("", |(_, w)| w);
+            if without.contains("coarse clock") == series.coarse_clock {
+                bad.push(format!(
+                    "check: the coarse clock is {} here: {l}",
+                    if series.coarse_clock {
+                        "missing"
+                    } else {
+                        "claimed"
+                    }
+                ));
+            }
+        }
     }
     if let Some(l) = check.iter().find(|l| l.starts_with("FAIL")) {
         bad.push(format!("check: {l}"));
@@ -301,12 +331,43 @@ mod tests {
         let rows = r.selftest_rows();
         assert_eq!(rows.len(), 2);
         assert!(!rows[0].ok && rows[1].ok);
+        // 5.10 and 6.1 cannot see it; 6.12 must.
         assert!(known_limit(&SERIES[0], &rows[0]).is_some());
-        assert!(known_limit(&SERIES[1], &rows[0]).is_none());
+        assert!(known_limit(&SERIES[1], &rows[0]).is_some());
+        assert!(known_limit(&SERIES[2], &rows[0]).is_none());
         assert_eq!(r.metrics.len(), 1);
         assert_eq!(
             strip_ansi("\x1b[2m2026\x1b[0m \x1b[33m WARN\x1b[0m x"),
             "2026  WARN x"
         );
+    }
+
+    /// The check lines a kernel must print: 5.10's log passes 5.10's expectations and
+    /// fails 6.12's on each kernel-dependent line.
+    #[test]
+    fn check_expectations_per_kernel() {
+        let log = "@@vm begin 5.10.0-32-cloud-amd64 1.0\n@@step check 1.1\n\
+                   ok    kernel        5.10.0-32-cloud-amd64\n\
+                   ok    features      ring buffer, XDP link; not here: coarse clock (the \
+                   sampler reads the precise clock), tcx (TC attaches through a clsact qdisc)\n\
+                   warn  reasons       tcp_send_reset has no reason argument\n\
+                   warn  coverage      tcp_send_reset does not fire without a full socket\n\
+                   @@rc check 0 2.0\n@@vm end\n";
+        let r = GuestReport::parse(log);
+        let check_problems = |s: &Series| -> Vec<String> {
+            evaluate(s, &r)
+                .into_iter()
+                .filter(|p| p.starts_with("check"))
+                .collect()
+        };
+        assert_eq!(check_problems(&SERIES[0]), Vec::<String>::new());
+        let on_612 = check_problems(&SERIES[2]);
+        assert_eq!(on_612.len(), 3, "{on_612:?}");
+        assert!(on_612.iter().any(|p| p.contains("coarse clock is missing")));
+        assert!(on_612.iter().any(|p| p.contains("coverage is not ok")));
+        // 6.1 has the coarse clock.
+        let on_61 = check_problems(&SERIES[1]);
+        assert_eq!(on_61.len(), 1, "{on_61:?}");
+        assert!(on_61[0].contains("coarse clock is missing"), "{on_61:?}");
     }
 }
