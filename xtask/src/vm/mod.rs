@@ -23,7 +23,7 @@ use self::{
     initramfs::{build_rootfs, write_initramfs},
     kernels::ensure_kernel,
     qemu::{Exit, GUEST_CPUS, boot},
-    report::{GuestReport, evaluate, print_report},
+    report::{GuestReport, TABLE_HEADER, evaluate, print_report, table_row},
 };
 use crate::{
     setup::{deb_installed, ensure_packages},
@@ -153,6 +153,8 @@ struct Outcome {
     package: String,
     elapsed: Duration,
     problems: Vec<String>,
+    /// The kernel's row of the table.
+    row: [String; TABLE_HEADER.len()],
 }
 
 fn run_one(
@@ -216,6 +218,7 @@ fn run_one(
     }
     problems.extend(evaluate(series, &report));
     print_report(series, &kernel, &report, elapsed);
+    let row = table_row(series, &report);
     if !args.keep {
         let _ = fs::remove_dir_all(&work);
         // Only when empty: other kernels' kept trees stay.
@@ -226,7 +229,25 @@ fn run_one(
         package: kernel.package,
         elapsed,
         problems,
+        row,
     })
+}
+
+/// The per-kernel table, columns padded to their widest cell.
+fn print_table(outcomes: &[Outcome]) {
+    let mut rows = vec![TABLE_HEADER.map(String::from)];
+    rows.extend(outcomes.iter().map(|o| o.row.clone()));
+    let widths: Vec<usize> = (0..TABLE_HEADER.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
 }
 
 /// `cargo xtask vm`: boots each selected kernel in qemu and runs rstmon in it.
@@ -243,6 +264,8 @@ pub fn vm(args: VmArgs) -> Result<()> {
     for series in args.kernel.series() {
         outcomes.push(run_one(&root, &vm_dir, &series, &snapshot, &args)?);
     }
+    println!();
+    print_table(&outcomes);
     println!();
     let mut failed = 0;
     for o in &outcomes {

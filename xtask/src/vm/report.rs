@@ -253,6 +253,71 @@ pub(super) fn evaluate(series: &Series, r: &GuestReport) -> Vec<String> {
     bad
 }
 
+/// The columns of the tier's per-kernel table ([`table_row`]).
+pub(super) const TABLE_HEADER: [&str; 9] = [
+    "kernel",
+    "release",
+    "sender ok",
+    "receiver ok",
+    "known limits",
+    "tp send/recv",
+    "reasons",
+    "coverage",
+    "selftest/run",
+];
+
+/// One kernel's row of the table: the selftest rows that matched per side (of 14), the
+/// mismatches that are known limits of the kernel, the kernel's own count of the two
+/// tracepoints during selftest (ftrace), check's `reasons` and `coverage` verdicts and
+/// the two long steps' durations.
+pub(super) fn table_row(series: &Series, r: &GuestReport) -> [String; 9] {
+    let rows = r.selftest_rows();
+    let ok = |side: &str| {
+        let n = rows.iter().filter(|x| x.side == side && x.ok).count();
+        let all = rows.iter().filter(|x| x.side == side).count();
+        format!("{n}/{all}")
+    };
+    let known = rows
+        .iter()
+        .filter(|x| !x.ok && known_limit(series, x).is_some())
+        .count();
+    // ftrace lines: "<event>[ fields]: <count>".
+    let events = |ev: &str| -> u64 {
+        r.output("ftrace")
+            .iter()
+            .filter(|l| l.split_whitespace().next().map(|w| w.trim_end_matches(':')) == Some(ev))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let verdict = |name: &str| {
+        r.output("check")
+            .iter()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let secs = |step: &str| {
+        r.duration(step)
+            .map_or("-".to_string(), |d| format!("{d:.0} s"))
+    };
+    [
+        series.label.to_string(),
+        r.release.clone().unwrap_or_else(|| "?".into()),
+        ok("sender"),
+        ok("receiver"),
+        known.to_string(),
+        format!(
+            "{}/{}",
+            events("tcp_send_reset"),
+            events("tcp_receive_reset")
+        ),
+        verdict("reasons"),
+        verdict("coverage"),
+        format!("{}/{}", secs("selftest"), secs("run")),
+    ]
+}
+
 /// Prints one kernel's report: each step's output and exit code, with the expected
 /// selftest mismatches marked.
 pub(super) fn print_report(series: &Series, kernel: &Kernel, r: &GuestReport, elapsed: Duration) {
@@ -369,5 +434,38 @@ mod tests {
         let on_61 = check_problems(&SERIES[1]);
         assert_eq!(on_61.len(), 1, "{on_61:?}");
         assert!(on_61[0].contains("coarse clock is missing"), "{on_61:?}");
+    }
+
+    #[test]
+    fn table_row_of_a_guest_run() {
+        let log = "@@vm begin 5.10.0-32-cloud-amd64 1.0\n@@step check 1.0\n\
+                   warn  reasons       x\nwarn  coverage      y\n@@rc check 0 2.0\n\
+                   @@step selftest 2.0\n\
+                   S1  ipv4  sender    no_listener        (none)             MISMATCH\n\
+                   S1  ipv4  receiver  refused            refused            ok\n\
+                   S2  ipv4  sender    linger_abort       linger_abort       ok\n\
+                   S2  ipv4  receiver  peer_abort         other              MISMATCH\n\
+                   @@rc selftest 1 42.4\n@@step ftrace 42.4\n\
+                   tcp_receive_reset: 14\ntcp_send_reset state=TCP_CLOSE: 6\n\
+                   tcp_send_reset family=AF_INET6 state=TCP_CLOSE: 3\nreasons: 0=X\n\
+                   @@rc ftrace 0 42.5\n@@step run 42.5\n@@rc run 0 55.0\n@@vm end\n";
+        let r = GuestReport::parse(log);
+        let row = table_row(&SERIES[0], &r);
+        assert_eq!(
+            row,
+            [
+                "5.10",
+                "5.10.0-32-cloud-amd64",
+                "1/2",
+                "1/2",
+                "1",
+                "9/14",
+                "warn",
+                "warn",
+                "40 s/12 s"
+            ]
+            .map(String::from)
+        );
+        assert_eq!(row.len(), TABLE_HEADER.len());
     }
 }
