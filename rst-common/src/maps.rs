@@ -68,6 +68,9 @@ pub mod globals {
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// [`crate::TraceOffsets`].
     pub const TRACE_OFFSETS: &str = "TRACE_OFFSETS";
+    /// u32: 1 (the object's default) makes the wire sampler read the coarse clock
+    /// (`bpf_ktime_get_coarse_ns`, 5.11+), 0 the precise one.
+    pub const COARSE_CLOCK: &str = "COARSE_CLOCK";
 }
 
 // --- benchmark baselines (never attached by the daemon) ----------------------------------

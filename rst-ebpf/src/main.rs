@@ -37,6 +37,11 @@ pub(crate) static WIRE_SAMPLES_PER_SEC: u32 = u32::MAX;
 pub(crate) static WAKEUP_BYTES: u32 = 64 * 1024;
 #[unsafe(no_mangle)]
 pub(crate) static TRACE_OFFSETS: TraceOffsets = TraceOffsets::NONE;
+/// 1: the wire sampler's rate limit reads `bpf_ktime_get_coarse_ns` (5.11+); 0: the
+/// precise `bpf_ktime_get_ns` (kernels without the coarse helper). Frozen at load, so
+/// the verifier never sees the call a kernel does not have.
+#[unsafe(no_mangle)]
+pub(crate) static COARSE_CLOCK: u32 = 1;
 
 // --- maps -------------------------------------------------------------------------------
 

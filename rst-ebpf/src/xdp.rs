@@ -16,8 +16,8 @@ use rst_common::{
 };
 
 use crate::{
-    BPF_RB_NO_WAKEUP, BUCKET, EVENTS, IFINDEX_SLOT, STATS, WIRE_COUNTERS, WIRE_SAMPLES_PER_SEC,
-    WIRE_SLOTS, WIRE_UNATTRIBUTED,
+    BPF_RB_NO_WAKEUP, BUCKET, COARSE_CLOCK, EVENTS, IFINDEX_SLOT, STATS, WIRE_COUNTERS,
+    WIRE_SAMPLES_PER_SEC, WIRE_SLOTS, WIRE_UNATTRIBUTED,
     util::{array_add, atomic_add, stat_add, try_count, wakeup_flags},
 };
 
@@ -27,7 +27,8 @@ const NSEC_PER_SEC: u64 = 1_000_000_000;
 const WIRE_RECORD_BYTES: u64 = size_of::<WireEvent>().next_multiple_of(8) as u64 + 8;
 
 /// The wire sampler's rate limit, over all CPUs: at most `rate` samples in each second
-/// of the coarse monotonic clock (tick resolution, cheaper to read than the precise one).
+/// of the coarse monotonic clock (tick resolution, cheaper to read than the precise one;
+/// the precise one where the kernel has no coarse helper, before 5.11).
 ///
 /// The window is shared by every CPU. Plain reads and stores of it race benignly (two
 /// CPUs may both reset a new second; the count may overshoot by the CPUs that pass the
@@ -41,8 +42,15 @@ fn take_sample(rate: u32) -> bool {
     let Some(w) = BUCKET.get_ptr_mut(0) else {
         return false;
     };
-    // SAFETY: helper without preconditions.
-    let second = unsafe { bpf_ktime_get_coarse_ns() } / NSEC_PER_SEC;
+    // SAFETY: a plain read of a load-time constant; helpers without preconditions.
+    let now = unsafe {
+        if read_volatile(&COARSE_CLOCK) != 0 {
+            bpf_ktime_get_coarse_ns()
+        } else {
+            bpf_ktime_get_ns()
+        }
+    };
+    let second = now / NSEC_PER_SEC;
     // SAFETY: a valid map value; concurrent access is the benign race described above.
     unsafe {
         if (*w).second != second {

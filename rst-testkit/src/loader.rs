@@ -58,15 +58,27 @@ pub fn load_object(samples_per_sec: u32) -> Result<Ebpf, LoadError> {
 
 /// [`load_object`] with some maps resized: `(map name, max entries)`.
 pub fn load_object_with(samples_per_sec: u32, sizes: &[(&str, u32)]) -> Result<Ebpf, LoadError> {
+    load(samples_per_sec, sizes, true)
+}
+
+/// [`load_object`] with the wire sampler on the coarse clock (`coarse`, the object's
+/// default) or on the precise one (what the daemon chooses on kernels before 5.11).
+pub fn load_object_on_clock(samples_per_sec: u32, coarse: bool) -> Result<Ebpf, LoadError> {
+    load(samples_per_sec, &[], coarse)
+}
+
+fn load(samples_per_sec: u32, sizes: &[(&str, u32)], coarse: bool) -> Result<Ebpf, LoadError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
+    let coarse = u32::from(coarse);
     let mut loader = EbpfLoader::new();
     loader
         .override_global(aya_log::LEVEL, &0u8, false)
         .override_global(globals::TRACE_OFFSETS, &TraceOffsets::NONE, true)
         .override_global(globals::WIRE_SAMPLES_PER_SEC, &samples_per_sec, true)
-        .override_global(globals::WAKEUP_BYTES, &WAKEUP_BYTES, true);
+        .override_global(globals::WAKEUP_BYTES, &WAKEUP_BYTES, true)
+        .override_global(globals::COARSE_CLOCK, &coarse, true);
     for (name, n) in sizes {
         loader.map_max_entries(name, *n);
     }

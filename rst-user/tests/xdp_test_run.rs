@@ -27,8 +27,8 @@ use rst_common::{
 use rst_testkit::{
     frames::{self, Ext6, Frame, Rng, TcpOpt, Vlan, catalog, example_rst_v4, mutate},
     loader::{
-        XDP_PASS, assign_slot, load_object_with, load_xdp, loopback_ifindex, require_object,
-        require_root, take_map, test_run, xdp,
+        XDP_PASS, assign_slot, load_object_on_clock, load_object_with, load_xdp, loopback_ifindex,
+        require_object, require_root, stat_sum, take_map, test_run, wire_total, xdp,
     },
 };
 
@@ -431,6 +431,44 @@ fn xdp_passes_and_counts_like_the_host_parser_on_every_frame_and_prefix() {
         );
     }
     h.check_stats();
+}
+
+/// The wire sampler's limit holds on either clock the loader can choose (the coarse one
+/// where the kernel has `bpf_ktime_get_coarse_ns`, the precise one before 5.11): every
+/// RST counted, at most `RATE` of them sampled per second and the rest counted as
+/// rate-limited.
+#[test]
+fn sample_limit_holds_on_either_clock() {
+    require_root();
+    require_object();
+    const RATE: u64 = 5;
+    const RUNS: u64 = 200;
+    let frame = example_rst_v4().build().bytes;
+    for coarse in [true, false] {
+        let mut ebpf = load_object_on_clock(RATE as u32, coarse)
+            .unwrap_or_else(|e| panic!("loading the eBPF object (coarse {coarse}): {e:?}"));
+        load_xdp(&mut ebpf, PROG_XDP)
+            .unwrap_or_else(|e| panic!("loading {PROG_XDP} (coarse {coarse}): {e}"));
+        for _ in 0..RUNS {
+            let ret = test_run(xdp(&ebpf, PROG_XDP), &frame)
+                .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (coarse {coarse}): {e:?}"));
+            assert_eq!(ret, XDP_PASS);
+        }
+        let sampled = stat_sum(&ebpf, Stat::WireSampled);
+        let limited = stat_sum(&ebpf, Stat::WireRateLimited);
+        assert_eq!(wire_total(&ebpf), RUNS, "coarse {coarse}: counted");
+        assert_eq!(
+            sampled + limited,
+            RUNS,
+            "coarse {coarse}: sampled + limited"
+        );
+        // The runs take far less than a second: one window, or two when a second of
+        // the clock ends among them.
+        assert!(
+            (RATE..=2 * RATE).contains(&sampled),
+            "coarse {coarse}: {sampled} sampled at a limit of {RATE}/s"
+        );
+    }
 }
 
 #[test]

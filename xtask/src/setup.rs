@@ -83,10 +83,17 @@ pub(crate) fn deb_installed(pkg: &str) -> bool {
 /// `apt-get download PACKAGE` into `dir` (emptied first), with one `apt-get update` and
 /// a retry when the lists are stale. Returns the .deb.
 pub(crate) fn apt_download(package: &str, dir: &Path) -> Result<PathBuf> {
+    apt_download_with(package, dir, &[])
+}
+
+/// [`apt_download`] with extra apt options (`-o Key=Value` pairs, e.g. package lists of
+/// their own).
+pub(crate) fn apt_download_with(package: &str, dir: &Path, opts: &[String]) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     let download = || {
         Command::new("apt-get")
+            .args(opts)
             .args(["download", "-qq", package])
             .current_dir(dir)
             .stderr(Stdio::null())
@@ -94,7 +101,8 @@ pub(crate) fn apt_download(package: &str, dir: &Path) -> Result<PathBuf> {
             .is_ok_and(|s| s.success())
     };
     if !download() {
-        run(&mut apt(&["update", "-qq"]))?;
+        let mut update = apt(&[]);
+        run(update.args(opts).args(["update", "-qq"]))?;
         if !download() {
             bail!("apt-get download {package} failed");
         }

@@ -121,11 +121,28 @@ impl Monitor {
         if EBPF_OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
+        let features = layout.features;
+        if !features.ringbuf {
+            return Err(LoadError::Kernel(KernelError::Unsupported(
+                "BPF ring buffer",
+            )));
+        }
         if !layout.has_reason {
             warn!(
                 "tcp_send_reset reports no reason on this kernel (no reason argument, or no \
                  enum sk_rst_reason in BTF): sent causes come from socket state and trigger \
                  only, the rest is reported as `other`"
+            );
+        }
+        // The one place where the probe of tcp_send_reset's coverage reaches the loader:
+        // before 6.10 the resets the stack sends without a full socket (S1, S4, S5, S6 on
+        // the sending side) never fire it.
+        let send_reset_no_socket_traced = layout.send_reset_no_socket_traced();
+        if !send_reset_no_socket_traced {
+            warn!(
+                "tcp_send_reset does not fire for resets sent without a full socket on this \
+                 kernel (before 6.10): resets answering a SYN to a closed port, a segment of \
+                 an unknown connection or a time-wait socket are not counted as sent"
             );
         }
         let slots = cfg.wire_slots.clamp(1, u32::MAX / WIRE_SLOT_COUNTERS);
@@ -137,6 +154,11 @@ impl Monitor {
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &log_level, false)
             .override_global(globals::TRACE_OFFSETS, &layout.offsets, true)
+            .override_global(
+                globals::COARSE_CLOCK,
+                &u32::from(features.coarse_clock),
+                true,
+            )
             .override_global(
                 globals::WIRE_SAMPLES_PER_SEC,
                 &cfg.max_samples_per_sec,

@@ -37,19 +37,7 @@ pub fn parse_release(r: &str) -> Option<(u32, u32)> {
 pub fn run() -> Vec<Item> {
     let mut items = Vec::new();
     let release = kernel::release();
-    items.push(match parse_release(&release) {
-        Some(v) if v >= (6, 10) => item(Verdict::Ok, "kernel", release.clone()),
-        Some(v) if v >= (6, 1) => item(
-            Verdict::Warn,
-            "kernel",
-            format!("{release}: supported, but tcp_send_reset has no reason field before 6.10"),
-        ),
-        _ => item(
-            Verdict::Fail,
-            "kernel",
-            format!("{release}: rstmon needs Linux 6.1 or newer"),
-        ),
-    });
+    items.push(kernel_item(&release));
 
     let missing = privs::missing_for_daemon(privs::effective());
     items.push(if missing.is_empty() {
@@ -110,6 +98,7 @@ pub fn run() -> Vec<Item> {
         }
         match kernel::probe_layout(b) {
             Ok(l) => {
+                items.push(features_item(&l.features));
                 items.push(if l.has_reason {
                     item(
                         Verdict::Ok,
@@ -131,9 +120,10 @@ pub fn run() -> Vec<Item> {
                         Verdict::Warn,
                         "reasons",
                         "tcp_send_reset has no reason argument: sent causes from state and \
-                         trigger only, others as `other`",
+                         trigger only, others as `other` (S3's unread_data_close among them)",
                     )
                 });
+                items.push(coverage_item(l.send_reset_no_socket_traced()));
                 items.push(if l.offsets.tp_saw_tstamp_bit != OFF_NONE {
                     item(
                         Verdict::Ok,
@@ -188,6 +178,71 @@ pub fn run() -> Vec<Item> {
     items
 }
 
+/// The release, against the kernels rstmon is tested on (5.10 to 6.18). What a kernel
+/// can do is decided by its features, never by this number.
+fn kernel_item(release: &str) -> Item {
+    match parse_release(release) {
+        Some(v) if v >= (5, 10) => item(Verdict::Ok, "kernel", release),
+        Some(_) => item(
+            Verdict::Warn,
+            "kernel",
+            format!("{release}: older than 5.10, the oldest kernel rstmon is tested on"),
+        ),
+        None => item(
+            Verdict::Warn,
+            "kernel",
+            format!("{release}: release not understood"),
+        ),
+    }
+}
+
+/// The kernel features rstmon adapts to: present, or what it does without them. No
+/// ring buffer is the one that stops it.
+fn features_item(f: &kernel::Features) -> Item {
+    if !f.ringbuf {
+        return item(
+            Verdict::Fail,
+            "features",
+            "no BPF ring buffer (Linux 5.8+): rstmon cannot run here",
+        );
+    }
+    let opt = f.optional();
+    let have: Vec<&str> = opt.iter().filter(|o| o.1).map(|o| o.0).collect();
+    let without: Vec<String> = opt
+        .iter()
+        .filter(|o| !o.1)
+        .map(|o| format!("{} ({})", o.0, o.2))
+        .collect();
+    let mut detail = format!(
+        "ring buffer{}",
+        have.iter().map(|h| format!(", {h}")).collect::<String>()
+    );
+    if !without.is_empty() {
+        detail.push_str(&format!("; not here: {}", without.join(", ")));
+    }
+    item(Verdict::Ok, "features", detail)
+}
+
+/// Whether every reset the stack sends reaches `tcp_send_reset`; where it does not, the
+/// sender rows that differ (docs/compatibility.md).
+fn coverage_item(no_socket_traced: bool) -> Item {
+    if no_socket_traced {
+        item(
+            Verdict::Ok,
+            "coverage",
+            "tcp_send_reset fires for every reset the stack sends",
+        )
+    } else {
+        item(
+            Verdict::Warn,
+            "coverage",
+            "tcp_send_reset does not fire without a full socket (before 6.10): the sender \
+             side of S1, S4, S5, S6 (no_listener, data_after_close, no_connection) is not \
+             counted as sent; the receiver side and the wire still see them",
+        )
+    }
+}
+
 /// A failed load. When the kernel refused with EPERM, the cause: the capability missing,
 /// or — the capability line above having passed, so CAP_BPF and CAP_PERFMON are there —
 /// what else refused (a seccomp filter, lockdown, a security module); never a capability
@@ -223,6 +278,41 @@ mod tests {
     fn release_parsing() {
         assert_eq!(parse_release("6.18.44-fc-v509"), Some((6, 18)));
         assert_eq!(parse_release("6.1.0-56-cloud-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("5.10.0-32-cloud-amd64"), Some((5, 10)));
         assert_eq!(parse_release("garbage"), None);
+        assert_eq!(kernel_item("5.10.0-32-cloud-amd64").verdict, Verdict::Ok);
+        assert_eq!(kernel_item("5.4.0-1-amd64").verdict, Verdict::Warn);
+        assert_eq!(kernel_item("garbage").verdict, Verdict::Warn);
+    }
+
+    #[test]
+    fn feature_and_coverage_lines() {
+        let all = kernel::Features::ALL;
+        let i = features_item(&all);
+        assert_eq!(i.verdict, Verdict::Ok);
+        assert_eq!(i.detail, "ring buffer, coarse clock, XDP link, tcx");
+        // Debian 11's 5.10: no coarse clock, no tcx.
+        let old = kernel::Features {
+            coarse_clock: false,
+            tcx: false,
+            send_reset_no_socket_traced: false,
+            ..all
+        };
+        let i = features_item(&old);
+        assert_eq!(i.verdict, Verdict::Ok);
+        assert_eq!(
+            i.detail,
+            "ring buffer, XDP link; not here: coarse clock (the sampler reads the precise \
+             clock), tcx (TC attaches through a clsact qdisc)"
+        );
+        let none = kernel::Features {
+            ringbuf: false,
+            ..old
+        };
+        assert_eq!(features_item(&none).verdict, Verdict::Fail);
+        assert_eq!(coverage_item(true).verdict, Verdict::Ok);
+        let c = coverage_item(false);
+        assert_eq!(c.verdict, Verdict::Warn);
+        assert!(c.detail.contains("S1, S4, S5, S6"), "{}", c.detail);
     }
 }

@@ -1,16 +1,19 @@
 //! What the running kernel looks like, from its BTF alone: the arity of the two
-//! tracepoints, struct offsets and reset-reason names. Rust eBPF gets no CO-RE
-//! relocations, so everything the programs read is located here at start-up and passed
-//! in as a global. Nothing here touches tracefs or changes the system.
+//! tracepoints, struct offsets, reset-reason names and the kernel features rstmon adapts
+//! to ([`features`]). Rust eBPF gets no CO-RE relocations, so everything the programs
+//! read is located here at start-up and passed in as a global. Nothing here touches
+//! tracefs or changes the system.
 
 pub mod btf;
 pub mod caps;
+pub mod features;
 
 use std::{collections::BTreeMap, fs, io, path::Path};
 
 use rst_common::{OFF_NONE, TraceOffsets};
 
 pub use btf::Btf;
+pub use features::Features;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -29,6 +32,11 @@ pub const BTF_NAMES: &[&str] = &[
     "sk_rst_reason",
     "btf_trace_tcp_send_reset",
     "btf_trace_tcp_receive_reset",
+    // features::NAMES
+    "bpf_func_id",
+    "bpf_map_type",
+    "bpf_attach_type",
+    "trace_event_raw_tcp_send_reset",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +57,8 @@ pub enum KernelError {
         error: String,
         needs: &'static str,
     },
+    #[error("this kernel has no {0} (Linux 5.8+); rstmon cannot run without it")]
+    Unsupported(&'static str),
     #[error("tracepoint tcp:{tp} has {args} arguments, rstmon knows {known}")]
     Arity {
         tp: &'static str,
@@ -92,6 +102,18 @@ pub struct KernelLayout {
     pub has_reason: bool,
     /// Arguments of `tcp_send_reset` on this kernel (2 before 6.10, 3 after).
     pub send_reset_args: usize,
+    /// What this kernel can do ([`features::probe`]).
+    pub features: Features,
+}
+
+impl KernelLayout {
+    /// Whether `tcp_send_reset` reports every reset the stack sends, also those sent
+    /// without a full socket (6.10+). Where it does not, the sender side of S1, S4, S5
+    /// and S6 never reaches the send tracepoint: those resets can only be seen leaving
+    /// on the wire (docs/compatibility.md).
+    pub fn send_reset_no_socket_traced(&self) -> bool {
+        self.features.send_reset_no_socket_traced
+    }
 }
 
 /// Arguments of tracepoint `tp`, or why the kernel cannot be used.
@@ -183,6 +205,7 @@ pub fn probe_layout(btf: &Btf) -> Result<KernelLayout, KernelError> {
         reasons,
         has_reason,
         send_reset_args,
+        features: features::probe(btf),
     })
 }
 
@@ -295,6 +318,9 @@ mod tests {
         } else {
             assert_eq!(l.send_reset_args, 3);
             assert!(l.has_reason);
+            // Every feature rstmon adapts to is here.
+            assert_eq!(l.features, Features::ALL);
+            assert!(l.send_reset_no_socket_traced());
             assert_eq!((o.sk_daddr, o.sk_dport), (0, 12));
             assert_eq!((o.inet_saddr, o.inet_sport), (808, 814));
             assert_eq!((o.sk_family, o.sk_state), (16, 18));

@@ -29,6 +29,10 @@ use crate::{
 #[derive(Clone, Default)]
 pub struct Collected(pub Arc<Mutex<Vec<Event>>>);
 
+/// How long [`Collected::wait`] still waits for a sender sample once the receiver's is
+/// here (it cannot come later than that; the margin only covers the collector's lock).
+const SENDER_SETTLE: Duration = Duration::from_millis(200);
+
 /// What rstmon said about one flow.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
@@ -64,11 +68,24 @@ impl Collected {
     }
 
     /// Waits until both sides of `flow` were seen, or `timeout`.
+    ///
+    /// The sender's sample is reserved in the ring buffer before the receiver's (the
+    /// send tracepoint fires before the RST leaves, the receive tracepoint after it
+    /// arrived) and samples are collected in ring order. So once the receiver's sample
+    /// is here, a sender sample that is not will not come (a kernel that does not trace
+    /// that reset, before 6.10): the wait then ends [`SENDER_SETTLE`] later instead of
+    /// at the timeout.
     pub fn wait(&self, flow: &Flow, layout: &KernelLayout, timeout: Duration) -> Observed {
         let deadline = Instant::now() + timeout;
+        let mut received_at = None;
         loop {
             let o = self.observe(flow, layout);
-            if (o.sent.is_some() && o.received.is_some()) || Instant::now() > deadline {
+            let now = Instant::now();
+            if o.received.is_some() && received_at.is_none() {
+                received_at = Some(now);
+            }
+            let settled = received_at.is_some_and(|t| now.duration_since(t) >= SENDER_SETTLE);
+            if (o.sent.is_some() && o.received.is_some()) || settled || now > deadline {
                 return o;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -12,13 +12,20 @@ use anyhow::{Context as _, Result, bail};
 
 use super::Series;
 use crate::{
-    setup::{apt, apt_download},
+    setup::{apt, apt_download_with},
     util::{output, run, step},
 };
 
-/// Module the guest needs when the kernel has it as a module (veth pairs for selftest
-/// and for the XDP check).
-const GUEST_MODULES: [&str; 1] = ["veth"];
+/// Modules the guest needs when the kernel has them as modules: veth (the pairs of
+/// selftest and of the XDP check), and sch_ingress (the `clsact` qdisc) with cls_bpf for
+/// TC programs on kernels without tcx links (before 6.6).
+const GUEST_MODULES: [&str; 3] = ["veth", "sch_ingress", "cls_bpf"];
+
+/// What a complete cache entry's marker holds: the modules it was made for, so that a
+/// change of [`GUEST_MODULES`] unpacks the kernel again.
+fn cache_marker() -> String {
+    GUEST_MODULES.join(",")
+}
 
 /// The number that orders packages of a series: `56` of linux-image-6.1.0-56-cloud-amd64,
 /// `117` of linux-image-6.12.117+deb12-cloud-amd64. None for other names (meta
@@ -47,8 +54,131 @@ fn newest_package(series: &Series, names: &str) -> Option<String> {
         .map(|(_, n)| n.to_string())
 }
 
-fn apt_package_names(series: &Series) -> String {
-    output(Command::new("apt-cache").args(["pkgnames", series.prefix])).unwrap_or_default()
+fn apt_package_names(series: &Series, opts: &[String]) -> String {
+    output(
+        Command::new("apt-cache")
+            .args(opts)
+            .args(["pkgnames", series.prefix]),
+    )
+    .unwrap_or_default()
+}
+
+/// Where the system's apt takes Debian's main archive from, and its keyring: the first
+/// `deb` entry of the system's sources (deb822 `.sources` or one-line `.list`) that
+/// serves the `main` component of a suite that is not a security or updates suite.
+fn system_debian_source(files: &[(String, String)]) -> Option<(String, Option<String>)> {
+    for (name, text) in files {
+        if name.ends_with(".sources") {
+            for stanza in text.split("\n\n") {
+                let field = |key: &str| {
+                    stanza.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        (k.trim().eq_ignore_ascii_case(key)).then(|| v.trim().to_string())
+                    })
+                };
+                let (Some(types), Some(uris), Some(suites), Some(comps)) = (
+                    field("Types"),
+                    field("URIs"),
+                    field("Suites"),
+                    field("Components"),
+                ) else {
+                    continue;
+                };
+                if field("Enabled").is_some_and(|e| e == "no")
+                    || !types.split_whitespace().any(|t| t == "deb")
+                    || !comps.split_whitespace().any(|c| c == "main")
+                    || !suites.split_whitespace().any(|s| !s.contains('-'))
+                {
+                    continue;
+                }
+                let uri = uris.split_whitespace().next()?.to_string();
+                return Some((uri, field("Signed-By")));
+            }
+        } else if name.ends_with(".list") || name == "sources.list" {
+            for l in text.lines().map(str::trim) {
+                let Some(rest) = l.strip_prefix("deb ") else {
+                    continue;
+                };
+                let (opts, rest) = match rest.trim_start().strip_prefix('[') {
+                    Some(r) => r.split_once(']').unwrap_or(("", r)),
+                    None => ("", rest),
+                };
+                let w: Vec<&str> = rest.split_whitespace().collect();
+                if w.len() >= 3 && !w[1].contains('-') && w[2..].contains(&"main") {
+                    let signed = opts
+                        .split_whitespace()
+                        .find_map(|o| o.strip_prefix("signed-by="))
+                        .map(String::from);
+                    return Some((w[0].to_string(), signed));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn read_system_sources() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    if let Ok(t) = fs::read_to_string("/etc/apt/sources.list") {
+        files.push(("sources.list".to_string(), t));
+    }
+    let mut parts: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    parts.sort();
+    for p in parts {
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if let Ok(t) = fs::read_to_string(&p) {
+            files.push((name, t));
+        }
+    }
+    files
+}
+
+/// apt options that point apt-get and apt-cache at the package lists `series` comes
+/// from: none for the system's own sources; for another suite (bullseye for 5.10) a
+/// source list of its own in target/vm/apt/<suite>/, on the mirror and keyring of the
+/// system's Debian source, with its own lists and cache. The system's apt
+/// configuration, lists and cache are left as they are.
+fn apt_options(series: &Series, vm_dir: &Path) -> Result<Vec<String>> {
+    let Some(suite) = series.suite else {
+        return Ok(Vec::new());
+    };
+    let dir = vm_dir.join("apt").join(suite);
+    let list = dir.join("sources.list");
+    if !list.exists() {
+        let (uri, keyring) = system_debian_source(&read_system_sources()).context(
+            "no Debian `main` source in /etc/apt/sources.list(.d): cannot tell where to \
+             take the kernel's suite from",
+        )?;
+        let signed = keyring
+            .map(|k| format!("[signed-by={k}] "))
+            .unwrap_or_default();
+        fs::create_dir_all(dir.join("lists/partial"))?;
+        fs::create_dir_all(dir.join("cache/archives/partial"))?;
+        fs::write(&list, format!("deb {signed}{uri} {suite} main\n"))?;
+        step(&format!(
+            "kernel {}: apt source of its own for Debian {suite} in {} ({uri}; the \
+             system's apt sources are not changed)",
+            series.label,
+            list.display()
+        ));
+    }
+    let opt = |k: &str, v: &Path| ["-o".to_string(), format!("{k}={}", v.display())];
+    Ok([
+        opt("Dir::Etc::sourcelist", &list),
+        opt("Dir::Etc::sourceparts", Path::new("-")),
+        opt("Dir::State::Lists", &dir.join("lists")),
+        opt("Dir::Cache", &dir.join("cache")),
+    ]
+    .concat())
 }
 
 /// A kernel ready to boot: its image and the (decompressed) modules the guest loads,
@@ -79,14 +209,21 @@ fn load_cached(dir: &Path, package: &str) -> Result<Kernel> {
 /// the guest's modules. Cached: a second run only looks up the name.
 pub(super) fn ensure_kernel(series: &Series, vm_dir: &Path) -> Result<Kernel> {
     let kernels = vm_dir.join("kernels");
-    let mut names = apt_package_names(series);
+    let opts = apt_options(series, vm_dir)?;
+    let mut names = apt_package_names(series, &opts);
     if newest_package(series, &names).is_none() {
         step(&format!(
-            "kernel {}: no {}* package in apt's lists; apt-get update",
-            series.label, series.prefix
+            "kernel {}: no {}* package in apt's lists{}; apt-get update",
+            series.label,
+            series.prefix,
+            series
+                .suite
+                .map(|s| format!(" of Debian {s}"))
+                .unwrap_or_default()
         ));
-        let _ = apt(&["update", "-qq"]).status();
-        names = apt_package_names(series);
+        let mut update = apt(&[]);
+        let _ = update.args(&opts).args(["update", "-qq"]).status();
+        names = apt_package_names(series, &opts);
     }
     let package = match newest_package(series, &names) {
         Some(p) => p,
@@ -109,7 +246,7 @@ pub(super) fn ensure_kernel(series: &Series, vm_dir: &Path) -> Result<Kernel> {
         }
     };
     let dir = kernels.join(&package);
-    if dir.join(CACHE_DONE).exists() {
+    if fs::read_to_string(dir.join(CACHE_DONE)).is_ok_and(|m| m == cache_marker()) {
         step(&format!(
             "kernel {}: {package} (cached in target/vm/kernels)",
             series.label
@@ -117,11 +254,11 @@ pub(super) fn ensure_kernel(series: &Series, vm_dir: &Path) -> Result<Kernel> {
         return load_cached(&dir, &package);
     }
     step(&format!(
-        "kernel {}: downloading {package} (apt-get download, about 30 MB)",
+        "kernel {}: downloading {package} (apt-get download, 20-30 MB)",
         series.label
     ));
     let dl = kernels.join("dl");
-    let deb = apt_download(&package, &dl)?;
+    let deb = apt_download_with(&package, &dl, &opts)?;
     let x = dl.join("x");
     step(&format!(
         "kernel {}: unpacking {}",
@@ -171,7 +308,7 @@ pub(super) fn ensure_kernel(series: &Series, vm_dir: &Path) -> Result<Kernel> {
             .collect::<String>(),
     )?;
     fs::write(dir.join("release"), &release)?;
-    fs::write(dir.join(CACHE_DONE), "")?;
+    fs::write(dir.join(CACHE_DONE), cache_marker())?;
     let _ = fs::remove_dir_all(&dl);
     step(&format!(
         "kernel {}: {release}; guest modules: {}",
@@ -306,17 +443,82 @@ mod tests {
                      linux-image-6.12.99+deb12-cloud-amd64\nlinux-image-6.12.117+deb12-cloud-amd64-dbg\n\
                      linux-image-6.12-cloud-amd64\n";
         assert_eq!(
-            newest_package(&SERIES[0], names).as_deref(),
+            newest_package(&SERIES[1], names).as_deref(),
             Some("linux-image-6.1.0-56-cloud-amd64")
         );
         assert_eq!(
-            newest_package(&SERIES[1], names).as_deref(),
+            newest_package(&SERIES[2], names).as_deref(),
             Some("linux-image-6.12.117+deb12-cloud-amd64")
         );
         assert_eq!(
-            newest_package(&SERIES[1], "linux-image-6.12-cloud-amd64"),
+            newest_package(&SERIES[2], "linux-image-6.12-cloud-amd64"),
             None
         );
+        assert_eq!(newest_package(&SERIES[0], names), None);
+    }
+
+    /// Debian 11's names (`apt-cache pkgnames linux-image-5.10.0-` on bullseye's lists):
+    /// only the plain cloud image counts, by its ABI number.
+    #[test]
+    fn bullseye_package_names() {
+        let names = "linux-image-5.10.0-30-amd64\nlinux-image-5.10.0-30-cloud-amd64\n\
+                     linux-image-5.10.0-30-cloud-amd64-dbg\nlinux-image-5.10.0-32-cloud-amd64\n\
+                     linux-image-5.10.0-32-cloud-amd64-unsigned\nlinux-image-5.10.0-32-rt-amd64\n\
+                     linux-image-5.10.0-9-cloud-amd64\nlinux-image-5.10.0-32-cloud-amd64-dbg\n";
+        let s = &SERIES[0];
+        assert_eq!(
+            package_number(s, "linux-image-5.10.0-32-cloud-amd64"),
+            Some(32)
+        );
+        assert_eq!(
+            package_number(s, "linux-image-5.10.0-32-cloud-amd64-dbg"),
+            None
+        );
+        assert_eq!(package_number(s, "linux-image-5.10.0-32-rt-amd64"), None);
+        assert_eq!(package_number(s, "linux-image-6.1.0-32-cloud-amd64"), None);
+        assert_eq!(
+            newest_package(s, names).as_deref(),
+            Some("linux-image-5.10.0-32-cloud-amd64")
+        );
+        // Not confused with the other series.
+        assert_eq!(newest_package(&SERIES[1], names), None);
+    }
+
+    #[test]
+    fn system_debian_source_of_deb822_and_one_line_lists() {
+        let deb822 = "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n\
+                      Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
+                      Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\
+                      Components: main\n";
+        let security_first = "Types: deb\nURIs: http://mirror.example/debian-security\n\
+                              Suites: bookworm-security\nComponents: main\n\n\
+                              Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\n\
+                              Components: main\n\n\
+                              Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n\
+                              Components: main contrib\n";
+        let one_line = "# comment\ndeb http://sec.example/debian-security bookworm-security main\n\
+                        deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main\n";
+        let f = |n: &str, t: &str| vec![(n.to_string(), t.to_string())];
+        assert_eq!(
+            system_debian_source(&f("debian.sources", deb822)),
+            Some((
+                "http://mirror.example/debian".into(),
+                Some("/usr/share/keyrings/debian-archive-keyring.gpg".into())
+            ))
+        );
+        assert_eq!(
+            system_debian_source(&f("debian.sources", security_first)),
+            Some(("http://mirror.example/debian".into(), None))
+        );
+        assert_eq!(
+            system_debian_source(&f("sources.list", one_line)),
+            Some(("http://mirror.example/debian".into(), Some("/k.gpg".into())))
+        );
+        assert_eq!(
+            system_debian_source(&f("x.list", "deb-src http://a b main\n")),
+            None
+        );
+        assert_eq!(system_debian_source(&f("x.disabled", one_line)), None);
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! `cargo xtask vm`: boots Debian's 6.1 and 6.12 cloud kernels in qemu (TCG) with a
+//! `cargo xtask vm`: boots Debian's 5.10, 6.1 and 6.12 cloud kernels in qemu (TCG) with a
 //! busybox-static initramfs whose /init (`tests/vm/init`) runs `rstmon check`,
 //! `rstmon selftest` (with an ftrace count of the reset tracepoints alongside) and a
 //! short `rstmon run` with XDP on a veth, then powers off. The serial console log is
 //! parsed and compared with what each kernel is expected to do (docs/compatibility.md).
 //!
 //! Work files live under `target/vm/`: `kernels/<package>/` caches the kernel image and
-//! the modules the guest needs (downloaded once), `rstmon` is the snapshot of the binary
+//! the modules the guest needs (downloaded once), `apt/<suite>/` holds the package lists
+//! of a suite the system's apt sources do not have (bullseye, for 5.10), `rstmon` is the snapshot of the binary
 //! put into the guests, `work/<series>/` holds the guest's root tree and initramfs
 //! (removed after the run unless `--keep`), and `<series>-console.log` /
 //! `<series>-qemu.log` are the serial console and qemu's own output of the last run.
@@ -22,7 +23,7 @@ use self::{
     initramfs::{build_rootfs, write_initramfs},
     kernels::ensure_kernel,
     qemu::{Exit, GUEST_CPUS, boot},
-    report::{GuestReport, evaluate, print_report},
+    report::{GuestReport, TABLE_HEADER, evaluate, print_report, table_row},
 };
 use crate::{
     setup::{deb_installed, ensure_packages},
@@ -52,6 +53,8 @@ pub struct VmArgs {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelSel {
+    #[value(name = "5.10")]
+    V5_10,
     #[value(name = "6.1")]
     V6_1,
     #[value(name = "6.12")]
@@ -63,31 +66,49 @@ pub enum KernelSel {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Series {
     label: &'static str,
-    /// Package name = prefix + <number> + rest, e.g. linux-image-6.1.0-56-cloud-amd64
-    /// or linux-image-6.12.117+deb12-cloud-amd64.
+    /// Package name = prefix + <number> + rest, e.g. linux-image-5.10.0-32-cloud-amd64,
+    /// linux-image-6.1.0-56-cloud-amd64 or linux-image-6.12.117+deb12-cloud-amd64.
     prefix: &'static str,
-    /// Whether the series reports reset reasons (6.10+).
+    /// The Debian suite to take it from when the system's apt sources lack it (an apt
+    /// source list of its own under target/vm/apt/); None: the system's sources.
+    suite: Option<&'static str>,
+    /// Whether the series reports reset reasons and fires `tcp_send_reset` for resets
+    /// sent without a full socket (both came in 6.10).
     has_reason: bool,
+    /// Whether the series has `bpf_ktime_get_coarse_ns` (5.11+).
+    coarse_clock: bool,
 }
 
-const SERIES: [Series; 2] = [
+const SERIES: [Series; 3] = [
+    Series {
+        label: "5.10",
+        prefix: "linux-image-5.10.0-",
+        suite: Some("bullseye"),
+        has_reason: false,
+        coarse_clock: false,
+    },
     Series {
         label: "6.1",
         prefix: "linux-image-6.1.0-",
+        suite: None,
         has_reason: false,
+        coarse_clock: true,
     },
     Series {
         label: "6.12",
         prefix: "linux-image-6.12.",
+        suite: None,
         has_reason: true,
+        coarse_clock: true,
     },
 ];
 
 impl KernelSel {
     fn series(self) -> Vec<Series> {
         match self {
-            Self::V6_1 => vec![SERIES[0]],
-            Self::V6_12 => vec![SERIES[1]],
+            Self::V5_10 => vec![SERIES[0]],
+            Self::V6_1 => vec![SERIES[1]],
+            Self::V6_12 => vec![SERIES[2]],
             Self::All => SERIES.to_vec(),
         }
     }
@@ -132,6 +153,8 @@ struct Outcome {
     package: String,
     elapsed: Duration,
     problems: Vec<String>,
+    /// The kernel's row of the table.
+    row: [String; TABLE_HEADER.len()],
 }
 
 fn run_one(
@@ -195,6 +218,7 @@ fn run_one(
     }
     problems.extend(evaluate(series, &report));
     print_report(series, &kernel, &report, elapsed);
+    let row = table_row(series, &report);
     if !args.keep {
         let _ = fs::remove_dir_all(&work);
         // Only when empty: other kernels' kept trees stay.
@@ -205,7 +229,25 @@ fn run_one(
         package: kernel.package,
         elapsed,
         problems,
+        row,
     })
+}
+
+/// The per-kernel table, columns padded to their widest cell.
+fn print_table(outcomes: &[Outcome]) {
+    let mut rows = vec![TABLE_HEADER.map(String::from)];
+    rows.extend(outcomes.iter().map(|o| o.row.clone()));
+    let widths: Vec<usize> = (0..TABLE_HEADER.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
 }
 
 /// `cargo xtask vm`: boots each selected kernel in qemu and runs rstmon in it.
@@ -223,6 +265,8 @@ pub fn vm(args: VmArgs) -> Result<()> {
         outcomes.push(run_one(&root, &vm_dir, &series, &snapshot, &args)?);
     }
     println!();
+    print_table(&outcomes);
+    println!();
     let mut failed = 0;
     for o in &outcomes {
         if o.problems.is_empty() {
@@ -235,7 +279,7 @@ pub fn vm(args: VmArgs) -> Result<()> {
         } else {
             failed += 1;
             println!(
-                "vm {:<5} FAILED  {:>4.0} s  {}",
+                "vm {:<5} FAIL    {:>4.0} s  {}",
                 o.label,
                 o.elapsed.as_secs_f64(),
                 o.package

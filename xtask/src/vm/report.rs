@@ -141,19 +141,19 @@ impl SelftestRow {
     }
 }
 
-/// Sender rows a kernel without the `reason` field cannot match, and what it shows
-/// instead (docs/compatibility.md): on 6.1 `tcp_v4/v6_send_reset` trace only full
-/// sockets, so resets sent without a socket (S1, S5, S6) or by a time-wait mini-socket
-/// (S4) never fire tcp_send_reset; and without a reason S3 (close with unread data)
-/// cannot be told from other active resets.
+/// Sender rows a kernel before 6.10 cannot match, and what it shows instead
+/// (docs/compatibility.md): there `tcp_v4/v6_send_reset` trace only full sockets, so
+/// resets sent without a socket (S1, S5, S6) or by a time-wait mini-socket (S4) never
+/// fire tcp_send_reset; and without the reason S3 (close with unread data) cannot be
+/// told from other active resets.
 fn known_limit(series: &Series, row: &SelftestRow) -> Option<&'static str> {
     if series.has_reason || row.side != "sender" {
         return None;
     }
     match (row.id.as_str(), row.observed.as_str()) {
-        ("S1" | "S5" | "S6", "(none)") => Some("no tcp_send_reset without a socket on 6.1"),
+        ("S1" | "S5" | "S6", "(none)") => Some("no tcp_send_reset without a socket before 6.10"),
         ("S3", "other") => Some("TCP_ABORT_ON_CLOSE needs the reason field (6.10+)"),
-        ("S4", "(none)") => Some("time-wait resets do not fire tcp_send_reset on 6.1"),
+        ("S4", "(none)") => Some("time-wait resets do not fire tcp_send_reset before 6.10"),
         _ => None,
     }
 }
@@ -184,6 +184,36 @@ pub(super) fn evaluate(series: &Series, r: &GuestReport) -> Vec<String> {
         (_, None) => bad.push("check printed no `reasons` line".into()),
         (true, Some(false)) => bad.push("check: reasons not supported on a 6.10+ kernel".into()),
         (false, Some(true)) => bad.push("check: reasons claimed on a kernel without them".into()),
+    }
+    let line = |name: &str| {
+        check
+            .iter()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+    };
+    match line("coverage").map(|l| l.starts_with("ok")) {
+        None => bad.push("check printed no `coverage` line".into()),
+        Some(ok) if ok != series.has_reason => bad.push(format!(
+            "check: coverage is {} on a kernel {} 6.10",
+            if ok { "ok" } else { "not ok" },
+            if series.has_reason { "of" } else { "before" }
+        )),
+        Some(_) => {}
+    }
+    match line("features") {
+        None => bad.push("check printed no `features` line".into()),
+        Some(l) => {
+            let without = l.split_once("not here:").map_or("", |(_, w)| w);
+            if without.contains("coarse clock") == series.coarse_clock {
+                bad.push(format!(
+                    "check: the coarse clock is {} here: {l}",
+                    if series.coarse_clock {
+                        "missing"
+                    } else {
+                        "claimed"
+                    }
+                ));
+            }
+        }
     }
     if let Some(l) = check.iter().find(|l| l.starts_with("FAIL")) {
         bad.push(format!("check: {l}"));
@@ -221,6 +251,71 @@ pub(super) fn evaluate(series: &Series, r: &GuestReport) -> Vec<String> {
         bad.push("run: no refused reset counted on the receiver side".into());
     }
     bad
+}
+
+/// The columns of the tier's per-kernel table ([`table_row`]).
+pub(super) const TABLE_HEADER: [&str; 9] = [
+    "kernel",
+    "release",
+    "sender ok",
+    "receiver ok",
+    "known limits",
+    "tp send/recv",
+    "reasons",
+    "coverage",
+    "selftest/run",
+];
+
+/// One kernel's row of the table: the selftest rows that matched per side (of 14), the
+/// mismatches that are known limits of the kernel, the kernel's own count of the two
+/// tracepoints during selftest (ftrace), check's `reasons` and `coverage` verdicts and
+/// the two long steps' durations.
+pub(super) fn table_row(series: &Series, r: &GuestReport) -> [String; 9] {
+    let rows = r.selftest_rows();
+    let ok = |side: &str| {
+        let n = rows.iter().filter(|x| x.side == side && x.ok).count();
+        let all = rows.iter().filter(|x| x.side == side).count();
+        format!("{n}/{all}")
+    };
+    let known = rows
+        .iter()
+        .filter(|x| !x.ok && known_limit(series, x).is_some())
+        .count();
+    // ftrace lines: "<event>[ fields]: <count>".
+    let events = |ev: &str| -> u64 {
+        r.output("ftrace")
+            .iter()
+            .filter(|l| l.split_whitespace().next().map(|w| w.trim_end_matches(':')) == Some(ev))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let verdict = |name: &str| {
+        r.output("check")
+            .iter()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let secs = |step: &str| {
+        r.duration(step)
+            .map_or("-".to_string(), |d| format!("{d:.0} s"))
+    };
+    [
+        series.label.to_string(),
+        r.release.clone().unwrap_or_else(|| "?".into()),
+        ok("sender"),
+        ok("receiver"),
+        known.to_string(),
+        format!(
+            "{}/{}",
+            events("tcp_send_reset"),
+            events("tcp_receive_reset")
+        ),
+        verdict("reasons"),
+        verdict("coverage"),
+        format!("{}/{}", secs("selftest"), secs("run")),
+    ]
 }
 
 /// Prints one kernel's report: each step's output and exit code, with the expected
@@ -301,12 +396,76 @@ mod tests {
         let rows = r.selftest_rows();
         assert_eq!(rows.len(), 2);
         assert!(!rows[0].ok && rows[1].ok);
+        // 5.10 and 6.1 cannot see it; 6.12 must.
         assert!(known_limit(&SERIES[0], &rows[0]).is_some());
-        assert!(known_limit(&SERIES[1], &rows[0]).is_none());
+        assert!(known_limit(&SERIES[1], &rows[0]).is_some());
+        assert!(known_limit(&SERIES[2], &rows[0]).is_none());
         assert_eq!(r.metrics.len(), 1);
         assert_eq!(
             strip_ansi("\x1b[2m2026\x1b[0m \x1b[33m WARN\x1b[0m x"),
             "2026  WARN x"
         );
+    }
+
+    /// The check lines a kernel must print: 5.10's log passes 5.10's expectations and
+    /// fails 6.12's on each kernel-dependent line.
+    #[test]
+    fn check_expectations_per_kernel() {
+        let log = "@@vm begin 5.10.0-32-cloud-amd64 1.0\n@@step check 1.1\n\
+                   ok    kernel        5.10.0-32-cloud-amd64\n\
+                   ok    features      ring buffer, XDP link; not here: coarse clock (the \
+                   sampler reads the precise clock), tcx (TC attaches through a clsact qdisc)\n\
+                   warn  reasons       tcp_send_reset has no reason argument\n\
+                   warn  coverage      tcp_send_reset does not fire without a full socket\n\
+                   @@rc check 0 2.0\n@@vm end\n";
+        let r = GuestReport::parse(log);
+        let check_problems = |s: &Series| -> Vec<String> {
+            evaluate(s, &r)
+                .into_iter()
+                .filter(|p| p.starts_with("check"))
+                .collect()
+        };
+        assert_eq!(check_problems(&SERIES[0]), Vec::<String>::new());
+        let on_612 = check_problems(&SERIES[2]);
+        assert_eq!(on_612.len(), 3, "{on_612:?}");
+        assert!(on_612.iter().any(|p| p.contains("coarse clock is missing")));
+        assert!(on_612.iter().any(|p| p.contains("coverage is not ok")));
+        // 6.1 has the coarse clock.
+        let on_61 = check_problems(&SERIES[1]);
+        assert_eq!(on_61.len(), 1, "{on_61:?}");
+        assert!(on_61[0].contains("coarse clock is missing"), "{on_61:?}");
+    }
+
+    #[test]
+    fn table_row_of_a_guest_run() {
+        let log = "@@vm begin 5.10.0-32-cloud-amd64 1.0\n@@step check 1.0\n\
+                   warn  reasons       x\nwarn  coverage      y\n@@rc check 0 2.0\n\
+                   @@step selftest 2.0\n\
+                   S1  ipv4  sender    no_listener        (none)             MISMATCH\n\
+                   S1  ipv4  receiver  refused            refused            ok\n\
+                   S2  ipv4  sender    linger_abort       linger_abort       ok\n\
+                   S2  ipv4  receiver  peer_abort         other              MISMATCH\n\
+                   @@rc selftest 1 42.4\n@@step ftrace 42.4\n\
+                   tcp_receive_reset: 14\ntcp_send_reset state=TCP_CLOSE: 6\n\
+                   tcp_send_reset family=AF_INET6 state=TCP_CLOSE: 3\nreasons: 0=X\n\
+                   @@rc ftrace 0 42.5\n@@step run 42.5\n@@rc run 0 55.0\n@@vm end\n";
+        let r = GuestReport::parse(log);
+        let row = table_row(&SERIES[0], &r);
+        assert_eq!(
+            row,
+            [
+                "5.10",
+                "5.10.0-32-cloud-amd64",
+                "1/2",
+                "1/2",
+                "1",
+                "9/14",
+                "warn",
+                "warn",
+                "40 s/12 s"
+            ]
+            .map(String::from)
+        );
+        assert_eq!(row.len(), TABLE_HEADER.len());
     }
 }
