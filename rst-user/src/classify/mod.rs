@@ -34,7 +34,8 @@ macro_rules! label_enum {
 }
 
 label_enum!(
-    /// Why this host's TCP stack sent a reset.
+    /// Why this host sent a reset: its TCP stack's reason, or who else made it
+    /// (`firewall_reject`, `raw_socket`: seen at egress, see `sources::egress`).
     SendCause {
         NoListener => "no_listener",
         NoConnection => "no_connection",
@@ -48,6 +49,8 @@ label_enum!(
         InvalidSegment => "invalid_segment",
         Disconnect => "disconnect",
         Mptcp => "mptcp",
+        FirewallReject => "firewall_reject",
+        RawSocket => "raw_socket",
         Other => "other",
     }
 );
