@@ -78,7 +78,8 @@ pub const PENDING_RESETS_ENTRIES: u32 = 4096;
 pub const PENDING_RESET_TTL_NS: u64 = 5_000_000_000;
 
 // Who made an RST seen at egress ([`crate::WireEvent::origin`], `EGRESS_ORIGINS`).
-/// Made by this host's TCP stack and announced by `tcp_send_reset` (counted as sent there).
+/// Made by this host's TCP stack: announced by `tcp_send_reset`, or an active reset sent
+/// by its full TCP socket (the tracepoint fires right after): counted as sent there.
 pub const EGRESS_STACK: u8 = 0;
 /// Sent by the TCP stack's control socket with no `tcp_send_reset` to match, on a kernel
 /// whose tracepoint does not fire for resets without a socket (before 6.10): counted as a
@@ -90,8 +91,8 @@ pub const EGRESS_FIREWALL: u8 = 2;
 pub const EGRESS_RAW_SOCKET: u8 = 3;
 /// Routed or bridged through this host (received on another interface).
 pub const EGRESS_FORWARDED: u8 = 4;
-/// Sent by a TCP socket (full or mini-socket) without a `tcp_send_reset` hit to match
-/// (the hook was skipped, or the reset waited longer than [`PENDING_RESET_TTL_NS`]):
+/// Sent by a TCP mini-socket (time-wait, request) without a `tcp_send_reset` hit to
+/// match (the hook was skipped, or the reset waited longer than [`PENDING_RESET_TTL_NS`]):
 /// counted nowhere else.
 pub const EGRESS_UNMATCHED: u8 = 5;
 /// Number of `EGRESS_*` origins.

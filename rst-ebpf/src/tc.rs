@@ -12,11 +12,18 @@
 //! Who made an RST (`EGRESS_*`), decided in this order:
 //! 1. received on another interface (`ingress_ifindex` ≠ 0): forwarded or bridged;
 //! 2. announced by `tcp_send_reset` (an entry of `PENDING_RESETS` with its addresses and
-//!    ports, younger than `PENDING_RESET_TTL_NS`): the TCP stack, already counted as sent;
+//!    ports, younger than `PENDING_RESET_TTL_NS`): a passive reset of the TCP stack
+//!    (`tcp_v4_send_reset`/`tcp_v6_send_reset` fire the tracepoint before they build and
+//!    send the RST), already counted as sent;
 //! 3. no socket (`skb->sk` NULL): netfilter's `nf_send_reset`, which builds its RST in a
 //!    fresh skb and sends it without one;
-//! 4. a TCP socket or mini-socket with no announcement: the stack, unmatched;
-//! 5. a packet socket, or a raw socket — except a SOCK_RAW IPPROTO_TCP socket on a
+//! 4. a full TCP socket (SOCK_STREAM): an active reset (`tcp_send_active_reset`: abort,
+//!    zero-linger close, unread data at close), which the kernel sends *before* it fires
+//!    the tracepoint, with the socket as `skb->sk`: the stack's, counted as sent by the
+//!    tracepoint right after;
+//! 5. a TCP mini-socket (time-wait, request) with no announcement: the stack, unmatched
+//!    (its tracepoint hit was skipped, or the RST waited longer than the TTL);
+//! 6. a packet socket, or a raw socket — except a SOCK_RAW IPPROTO_TCP socket on a
 //!    kernel whose tracepoint misses resets without a socket (`SEND_RESET_NO_SOCKET_TRACED`
 //!    0): that is taken for the TCP stack's control socket and counted as a sent reset.
 
@@ -36,8 +43,8 @@ use rst_common::{
 };
 
 use crate::{
-    EGRESS_ORIGINS, FORWARDED, FORWARDED_UNATTRIBUTED, PENDING_RESETS,
-    SEND_RESET_NO_SOCKET_TRACED, WIRE_SAMPLES_PER_SEC,
+    EGRESS_ORIGINS, FORWARDED, FORWARDED_UNATTRIBUTED, PENDING_RESETS, SEND_RESET_NO_SOCKET_TRACED,
+    WIRE_SAMPLES_PER_SEC,
     util::{array_add, atomic_add, stat_add, try_count},
     wire::{count_wire, take_sample, wire_sample},
 };
@@ -119,7 +126,7 @@ fn origin(start: usize, end: usize, rst: &Rst, iif: u32, sk: *mut bpf_sock) -> u
         return EGRESS_RAW_SOCKET;
     }
     if ty == SOCK_STREAM {
-        return EGRESS_UNMATCHED;
+        return EGRESS_STACK;
     }
     // SAFETY: a plain read of a load-time constant.
     let traced = unsafe { read_volatile(&SEND_RESET_NO_SOCKET_TRACED) };

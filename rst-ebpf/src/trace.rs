@@ -13,9 +13,9 @@
 //!   destination);
 //! * `tcp_receive_reset(sk)`: addresses and ports from the socket.
 //!
-//! `rstmon_send_reset` also announces the reset in `PENDING_RESETS` (the RST's own
-//! addresses and ports, as it will leave), so that the TC egress program knows it for the
-//! stack's when it leaves and never counts it again.
+//! `rstmon_send_reset` also announces each passive reset (one answering a segment) in
+//! `PENDING_RESETS` (the RST's own addresses and ports, as it will leave), so that the TC
+//! egress program knows it for the stack's when it leaves and never counts it again.
 //!
 //! Their rare failure paths (a kernel read that fails, a layout rstmon does not expect)
 //! log through aya-log at debug level, target `rstmon::ebpf`. The level is a load-time
@@ -34,9 +34,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use rst_common::{
     AF_INET, AF_INET6, EVENT_RECV, EVENT_SEND, FAMILY_IPV4, FAMILY_IPV6, NO_TRIGGER, OFF_NONE,
-    ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN, PendingKey, PendingReset,
-    REASON_UNAVAILABLE, RecvKey, SEND_LINGER0, SEND_TRIG_DATA, SendKey, Stat, TraceEvent,
-    TraceOffsets, state,
+    ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN, PendingKey, PendingReset, REASON_UNAVAILABLE,
+    RecvKey, SEND_LINGER0, SEND_TRIG_DATA, SendKey, Stat, TraceEvent, TraceOffsets, state,
 };
 
 use crate::{
@@ -281,7 +280,12 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
         bits,
     };
     count(&SEND_COUNTERS, &key);
-    announce(src, &o);
+    // Only passive resets are announced: an active one (no trigger) has already left
+    // (tcp_send_active_reset fires the tracepoint after the send), and the egress
+    // program knows it by its socket.
+    if skb != 0 {
+        announce(src, &o);
+    }
     if !emit(EVENT_SEND, key, src, &o) {
         stat_add(Stat::ReadErrors);
         debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the addresses of sk {:x} / skb {:x}", sk, skb);
@@ -359,7 +363,8 @@ fn announce(src: Source, o: &TraceOffsets) {
     let d = (&raw mut key.daddr0).cast::<u8>();
     let ok = match src {
         Source::Sock { sk, af } => {
-            let (Some(sp), Some(dp)) = (kread::<u16>(sk, o.inet_sport), kread::<u16>(sk, o.sk_dport))
+            let (Some(sp), Some(dp)) =
+                (kread::<u16>(sk, o.inet_sport), kread::<u16>(sk, o.sk_dport))
             else {
                 return;
             };

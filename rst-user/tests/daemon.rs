@@ -149,6 +149,7 @@ fn closed_port_resets_counted_exactly_both_directions() {
                         ("interface", p.a_if.as_str()),
                         ("family", wfam),
                         ("flags", flags),
+                        ("direction", "ingress"),
                     ];
                     assert_delta(&after, &before, WIRE, &labels, want, &ctx);
                 }
@@ -200,10 +201,17 @@ fn exposition_complete_from_start_and_landing_page() {
             check(RECEIVED, &[("cause", cause), ("family", fam)]);
         }
         for flags in WIRE_FLAGS {
-            check(
-                WIRE,
-                &[("interface", &p.a_if), ("family", fam), ("flags", flags)],
-            );
+            for dir in ["ingress", "egress"] {
+                check(
+                    WIRE,
+                    &[
+                        ("interface", &p.a_if),
+                        ("family", fam),
+                        ("flags", flags),
+                        ("direction", dir),
+                    ],
+                );
+            }
         }
     }
     assert!(missing.is_empty(), "series missing at start: {missing:#?}");
@@ -217,7 +225,7 @@ fn exposition_complete_from_start_and_landing_page() {
         RECV_CAUSES.len() * 2,
         "unexpected {RECEIVED} series"
     );
-    assert_eq!(n_wire, 4, "unexpected {WIRE} series");
+    assert_eq!(n_wire, 8, "unexpected {WIRE} series");
 
     let info = m.matching("rstmon_build_info", &[]);
     assert_eq!(
@@ -434,6 +442,7 @@ fn error_xdp_already_attached_first_keeps_counting() {
         ("interface", p.a_if.as_str()),
         ("family", "ipv4"),
         ("flags", "rst_ack"),
+        ("direction", "ingress"),
     ];
     assert_delta(&after, &before, WIRE, &labels, N, ctx);
     assert_delta(

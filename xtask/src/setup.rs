@@ -210,6 +210,7 @@ fn setup_packages() -> Result<()> {
         ("nstat", "iproute2"),
         ("tcpdump", "tcpdump"),
         ("setpriv", "util-linux"),
+        ("nft", "nftables"),
     ];
     let wanted: Vec<(&str, bool)> = wanted
         .iter()

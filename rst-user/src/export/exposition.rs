@@ -188,9 +188,7 @@ mod tests {
         s.egress
             .origins
             .insert((rst_common::EGRESS_FIREWALL, Family::Ipv6, false), 2);
-        s.egress
-            .forwarded
-            .insert(("veth0".into(), Family::Ipv4), 1);
+        s.egress.forwarded.insert(("veth0".into(), Family::Ipv4), 1);
         s.kernel.set(Stat::WireSampled, 3);
         s.user.wire_received = 3;
         s
@@ -244,12 +242,14 @@ mod tests {
         assert!(text.contains(
             "rstmon_wire_resets_total{direction=\"egress\",family=\"ipv6\",flags=\"rst\",interface=\"veth0\"} 2"
         ));
-        assert!(text.contains(
-            "rstmon_egress_resets_total{family=\"ipv6\",origin=\"firewall_reject\"} 2"
-        ));
-        assert!(text.contains(
-            "rstmon_forwarded_resets_total{family=\"ipv4\",interface=\"veth0\"} 1"
-        ));
+        assert!(
+            text.contains(
+                "rstmon_egress_resets_total{family=\"ipv6\",origin=\"firewall_reject\"} 2"
+            )
+        );
+        assert!(
+            text.contains("rstmon_forwarded_resets_total{family=\"ipv4\",interface=\"veth0\"} 1")
+        );
         assert!(text.contains("rstmon_tc_attached{interface=\"veth0\",mode=\"tcx\"} 1"));
         assert!(text.contains("rstmon_xdp_attached{interface=\"veth0\",mode=\"native\"} 1"));
     }

@@ -119,7 +119,7 @@ fn forwarded(
 pub fn family(snap: &Snapshot) -> FamilyBuilder<'_> {
     let mut f = FamilyBuilder::new(
         METRIC,
-        "TCP RSTs that left a monitored interface (TC egress), by who made them: stack (announced by tcp_send_reset, counted as sent there), stack_untraced (the TCP stack's control socket on a kernel whose tracepoint misses resets without a socket: counted as sent from the wire), firewall_reject, raw_socket, forwarded, unmatched (a TCP socket's RST no tracepoint announced).",
+        "TCP RSTs that left a monitored interface (TC egress), by who made them: stack (made by the TCP stack and counted as sent by tcp_send_reset), stack_untraced (the TCP stack's control socket on a kernel whose tracepoint misses resets without a socket: counted as sent from the wire), firewall_reject, raw_socket, forwarded, unmatched (a TCP mini-socket's RST no tracepoint announced).",
         Kind::Counter,
         &["origin", "family"],
     );

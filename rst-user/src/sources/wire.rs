@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use rst_common::{DIR_EGRESS, DIR_INGRESS, WIRE_SLOT_COUNTERS, WireEvent, WireKey, wire_slot_index};
+use rst_common::{
+    DIR_EGRESS, DIR_INGRESS, WIRE_SLOT_COUNTERS, WireEvent, WireKey, wire_slot_index,
+};
 
 use crate::{
     classify::Family,
@@ -88,8 +90,13 @@ pub fn collect(maps: &WireMaps, ncpus: usize, ifnames: &BTreeMap<u32, String>) -
         let (Some(fam), Some(iface)) = (Family::from_raw(k.family), ifnames.get(&k.ifindex)) else {
             continue;
         };
-        *out.entry((iface.clone(), direction_label(k.direction), fam, flags_label(&k)))
-            .or_default() += v;
+        *out.entry((
+            iface.clone(),
+            direction_label(k.direction),
+            fam,
+            flags_label(&k),
+        ))
+        .or_default() += v;
     }
     out
 }
