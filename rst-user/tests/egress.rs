@@ -162,6 +162,8 @@ fn firewall_reject(v6: bool) {
     let d = Daemon::start(BIN, &pair.b, &[&pair.b_if], LISTEN);
     let _rule = RejectRule::new(&pair.b, REJECTED_PORT);
     let to: IpAddr = if v6 { pair.b6.into() } else { pair.b4.into() };
+    // Neighbours first (see `forwarded`).
+    connect_refused(&pair.a, SocketAddr::new(to, CLOSED_PORT), 1);
     let before = d.scrape();
     connect_refused(&pair.a, SocketAddr::new(to, REJECTED_PORT), N);
     settle();
@@ -476,6 +478,9 @@ fn forwarded(v6: bool) {
     } else {
         net.server4.into()
     };
+    // Neighbours first: a SYN waiting for neighbour discovery longer than the client's
+    // retransmission timeout is answered twice, and both answers are forwarded.
+    connect_refused(&net.client, SocketAddr::new(to, CLOSED_PORT), 1);
     let before = d.scrape();
     connect_refused(&net.client, SocketAddr::new(to, CLOSED_PORT), N);
     settle();
