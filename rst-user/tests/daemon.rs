@@ -31,7 +31,7 @@ const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
 const WIRE_FLAGS: [&str; 2] = ["rst", "rst_ack"];
 /// The sender vocabulary of docs/classification.md, written out so the test checks the contract,
 /// not whatever the enum happens to hold.
-const SEND_CAUSES: [&str; 13] = [
+const SEND_CAUSES: [&str; 15] = [
     "no_listener",
     "no_connection",
     "linger_abort",
@@ -44,6 +44,8 @@ const SEND_CAUSES: [&str; 13] = [
     "invalid_segment",
     "disconnect",
     "mptcp",
+    "firewall_reject",
+    "raw_socket",
     "other",
 ];
 /// The receiver vocabulary of docs/classification.md.
