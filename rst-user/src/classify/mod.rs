@@ -3,9 +3,11 @@
 //! The table behind it is `docs/classification.md`; the tests in `send` and `recv` are
 //! that table as code.
 
+pub mod egress;
 pub mod recv;
 pub mod send;
 
+pub use egress::classify_egress;
 pub use recv::classify_recv;
 pub use send::{classify_send, classify_send_key, reason_unavailable};
 

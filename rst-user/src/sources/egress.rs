@@ -18,7 +18,7 @@ use rst_common::{
 };
 
 use crate::{
-    classify::{Family, SendCause},
+    classify::{self, Family, SendCause},
     export::{
         family::{FamilyBuilder, Kind},
         snapshot::{EgressMaps, Snapshot},
@@ -57,20 +57,14 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// The sent resets this source adds to `rstmon_resets_sent_total`.
+    /// The sent resets this source adds to `rstmon_resets_sent_total`
+    /// ([`classify::classify_egress`]).
     pub fn sent(&self) -> BTreeMap<(SendCause, Family), u64> {
         let mut out = BTreeMap::new();
         for ((origin, fam, ack), v) in &self.origins {
-            let cause = match *origin {
-                EGRESS_FIREWALL => SendCause::FirewallReject,
-                EGRESS_RAW_SOCKET => SendCause::RawSocket,
-                // The control socket answers a segment: RST|ACK when it carried no ACK
-                // (typically a SYN), a bare RST otherwise.
-                EGRESS_STACK_UNTRACED if *ack => SendCause::NoListener,
-                EGRESS_STACK_UNTRACED => SendCause::NoConnection,
-                _ => continue,
-            };
-            *out.entry((cause, *fam)).or_default() += v;
+            if let Some(cause) = classify::classify_egress(*origin, *ack) {
+                *out.entry((cause, *fam)).or_default() += v;
+            }
         }
         out
     }
