@@ -150,10 +150,19 @@ fn announced(start: usize, end: usize, rst: &Rst) -> bool {
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: a live map value; the count is changed atomically only.
     unsafe {
-        if (*p).count == 0 || now.wrapping_sub((*p).ts_ns) > PENDING_RESET_TTL_NS {
+        let count = &raw mut (*p).count;
+        if read_volatile(count) == 0 || now.wrapping_sub((*p).ts_ns) > PENDING_RESET_TTL_NS {
             return false;
         }
-        atomic_add(&raw mut (*p).count, u64::MAX);
+        // Take one (an atomic add of -1; a fetching atomic would need 5.12+). Two CPUs
+        // taking the last one at once drive it below zero: whoever then sees it wrapped
+        // gives its one back and counts the RST as unannounced, so the count can never
+        // stay wrapped (which would announce every later RST of this address pair).
+        atomic_add(count, u64::MAX);
+        if read_volatile(count) > u64::MAX / 2 {
+            atomic_add(count, 1);
+            return false;
+        }
     }
     true
 }

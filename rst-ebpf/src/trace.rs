@@ -27,6 +27,7 @@ use core::{
 };
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -411,19 +412,24 @@ fn announce(src: Source, o: &TraceOffsets) {
     }
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    match PENDING_RESETS.get_ptr_mut(key) {
-        // SAFETY: a live map value; the TC program changes the count atomically only.
-        Some(p) => unsafe {
+    if PENDING_RESETS.get_ptr_mut(key).is_none() {
+        let v = PendingReset {
+            count: 1,
+            ts_ns: now,
+        };
+        // NOEXIST: another CPU announcing the same RST at the same moment must not
+        // overwrite its count; then add to the entry it made.
+        if PENDING_RESETS.insert(key, v, BPF_NOEXIST as u64).is_ok() {
+            return;
+        }
+    }
+    // A failed insert and lookup (the map could not make room) leaves the reset
+    // unannounced.
+    if let Some(p) = PENDING_RESETS.get_ptr_mut(key) {
+        // SAFETY: a live map value; the count is changed atomically only.
+        unsafe {
             atomic_add(&raw mut (*p).count, 1);
             (*p).ts_ns = now;
-        },
-        None => {
-            let v = PendingReset {
-                count: 1,
-                ts_ns: now,
-            };
-            // A failed insert leaves the reset unannounced: counted as unmatched at egress.
-            let _ = PENDING_RESETS.insert(key, v, 0);
         }
     }
 }
