@@ -151,7 +151,8 @@ fn announced(start: usize, end: usize, rst: &Rst) -> bool {
     // SAFETY: a live map value; the count is changed atomically only.
     unsafe {
         let count = &raw mut (*p).count;
-        if read_volatile(count) == 0 || now.wrapping_sub((*p).ts_ns) > PENDING_RESET_TTL_NS {
+        // Saturating: another CPU may have announced it again after `now` was read.
+        if read_volatile(count) == 0 || now.saturating_sub((*p).ts_ns) > PENDING_RESET_TTL_NS {
             return false;
         }
         // Take one (an atomic add of -1; a fetching atomic would need 5.12+). Two CPUs
