@@ -155,6 +155,16 @@ impl Drop for RejectRule<'_> {
     }
 }
 
+/// Programs on the tcx egress chain of `iface` in `ns` (Linux 6.6+).
+fn tcx_egress_programs(ns: &Ns, iface: &str) -> usize {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    ns.run(|| SchedClassifier::query_tcx(iface, TcAttachType::Egress))
+        .expect("entering the namespace")
+        .unwrap_or_else(|e| panic!("querying the tcx egress chain of {iface}: {e}"))
+        .1
+        .len()
+}
+
 fn firewall_reject(v6: bool) {
     let pair = Pair::new().expect("namespaces and veth pair");
     let family = fam(v6);
@@ -168,7 +178,26 @@ fn firewall_reject(v6: bool) {
     connect_refused(&pair.a, SocketAddr::new(to, REJECTED_PORT), N);
     settle();
     let after = d.scrape();
+    assert_eq!(
+        tcx_egress_programs(&pair.b, &pair.b_if),
+        1,
+        "{ctx}: rstmon's tcx link"
+    );
     d.stop();
+    // The link goes with the daemon.
+    assert_eq!(
+        tcx_egress_programs(&pair.b, &pair.b_if),
+        0,
+        "{ctx}: tcx egress programs left after the daemon stopped"
+    );
+    assert_eq!(
+        after.value(
+            "rstmon_tc_attached",
+            &[("interface", pair.b_if.as_str()), ("mode", "tcx")]
+        ),
+        1.0,
+        "{ctx}: rstmon_tc_attached"
+    );
 
     let cf = |cause| [("cause", cause), ("family", family)];
     assert_delta(&after, &before, SENT, &cf("firewall_reject"), N, &ctx);
