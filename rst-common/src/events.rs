@@ -9,7 +9,7 @@ pub const EVENT_WIRE: u8 = 1;
 pub const EVENT_SEND: u8 = 2;
 pub const EVENT_RECV: u8 = 3;
 
-/// An RST segment seen on the wire by XDP.
+/// An RST segment seen on the wire: by XDP on ingress, by the TC program on egress.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WireEvent {
@@ -38,7 +38,11 @@ pub struct WireEvent {
     pub has_ts: u8,
     /// Number of VLAN tags in front of the IP header.
     pub vlan_depth: u8,
-    pub _pad: [u8; 4],
+    /// [`crate::DIR_INGRESS`] or [`crate::DIR_EGRESS`].
+    pub direction: u8,
+    /// Egress only: who made it (`EGRESS_*`); 0 on ingress.
+    pub origin: u8,
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(size_of::<WireEvent>() == 72);
 

@@ -70,6 +70,38 @@ pub struct RecvKey {
 }
 const _: () = assert!(size_of::<RecvKey>() == 8);
 
+/// Key of `PENDING_RESETS`: an RST as it will leave, its addresses and ports local
+/// (source) first. IPv4 addresses (v4-mapped ones included) sit in the low 4 bytes of
+/// `saddr0`/`daddr0` (memory order), the rest zero; an IPv6 address fills both words.
+/// Scalar fields only, so that building one on the eBPF stack never calls memset.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PendingKey {
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    pub _pad0: u8,
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad1: u16,
+    pub saddr0: u64,
+    pub saddr1: u64,
+    pub daddr0: u64,
+    pub daddr1: u64,
+}
+const _: () = assert!(size_of::<PendingKey>() == 40);
+
+/// Value of `PENDING_RESETS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingReset {
+    /// Announced and not yet seen leaving.
+    pub count: u64,
+    /// `bpf_ktime_get_ns()` of the last announcement.
+    pub ts_ns: u64,
+}
+const _: () = assert!(size_of::<PendingReset>() == 16);
+
 /// The wire sampler's window, shared by every CPU: samples taken in the current second.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

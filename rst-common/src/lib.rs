@@ -32,6 +32,10 @@ mod pod {
     unsafe impl aya::Pod for RecvKey {}
     // SAFETY: repr(C), two u64 fields.
     unsafe impl aya::Pod for SampleWindow {}
+    // SAFETY: repr(C), only integer fields, explicit padding.
+    unsafe impl aya::Pod for PendingKey {}
+    // SAFETY: repr(C), two u64 fields.
+    unsafe impl aya::Pod for PendingReset {}
     // SAFETY: repr(C), only u16 fields, no padding.
     unsafe impl aya::Pod for TraceOffsets {}
 }

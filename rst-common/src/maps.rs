@@ -25,11 +25,28 @@ pub const MAP_EVENTS: &str = "EVENTS";
 /// Array with one [`crate::SampleWindow`], shared by every CPU: the wire sampler's rate
 /// limit over all CPUs.
 pub const MAP_BUCKET: &str = "BUCKET";
+/// Per-CPU array of `u64`, [`EGRESS_ORIGIN_COUNTERS`] entries at [`egress_origin_index`]:
+/// every RST leaving a monitored interface, by who made it (`EGRESS_*`).
+pub const MAP_EGRESS_ORIGINS: &str = "EGRESS_ORIGINS";
+/// Per-CPU hash map: [`crate::WireKey`] (direction egress, ack 0) → `u64`: forwarded
+/// RSTs per outgoing interface.
+pub const MAP_FORWARDED: &str = "FORWARDED";
+/// Per-CPU array of `u64`, 2 entries (IPv4, IPv6): forwarded RSTs `FORWARDED` had no room
+/// for (still counted, interface unknown).
+pub const MAP_FORWARDED_UNATTRIBUTED: &str = "FORWARDED_UNATTRIBUTED";
+/// LRU hash map: [`crate::PendingKey`] → [`crate::PendingReset`]. Written by
+/// `tcp_send_reset` for every reset the TCP stack is about to send (the RST's own
+/// addresses and ports), consumed by the TC egress program when that RST leaves.
+pub const MAP_PENDING_RESETS: &str = "PENDING_RESETS";
 
 pub const PROG_XDP: &str = "rstmon_xdp";
 pub const PROG_XDP_NOOP: &str = "rstmon_xdp_noop";
 pub const PROG_SEND_RESET: &str = "rstmon_send_reset";
 pub const PROG_RECV_RESET: &str = "rstmon_receive_reset";
+/// The TC egress classifier: counts, attributes and samples every RST that leaves.
+pub const PROG_TC: &str = "rstmon_tc";
+/// Benchmark baseline: a TC classifier that only returns.
+pub const PROG_TC_NOOP: &str = "rstmon_tc_noop";
 
 /// Ring-buffer size in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 22;
@@ -51,6 +68,44 @@ pub const WIRE_OVERFLOW_ENTRIES: u32 = 1 << 16;
 pub const DIR_INGRESS: u8 = 0;
 pub const DIR_EGRESS: u8 = 1;
 
+/// Entries of `FORWARDED` (allocated on use).
+pub const FORWARDED_ENTRIES: u32 = 1 << 16;
+/// Entries of `PENDING_RESETS`: resets announced by the tracepoint and not yet seen
+/// leaving (many never leave a monitored interface; the LRU drops the oldest).
+pub const PENDING_RESETS_ENTRIES: u32 = 4096;
+/// How long an announced reset may take to leave (neighbour resolution can hold a packet
+/// for up to `mcast_solicit × retrans_time`, 3 s by default).
+pub const PENDING_RESET_TTL_NS: u64 = 5_000_000_000;
+
+// Who made an RST seen at egress ([`crate::WireEvent::origin`], `EGRESS_ORIGINS`).
+/// Made by this host's TCP stack: announced by `tcp_send_reset`, or an active reset sent
+/// by its full TCP socket (the tracepoint fires right after): counted as sent there.
+pub const EGRESS_STACK: u8 = 0;
+/// Sent by the TCP stack's control socket with no `tcp_send_reset` to match, on a kernel
+/// whose tracepoint does not fire for resets without a socket (before 6.10): counted as a
+/// sent reset here, its cause from the wire.
+pub const EGRESS_STACK_UNTRACED: u8 = 1;
+/// Built by netfilter (`nf_send_reset`: REJECT with tcp-reset): no socket.
+pub const EGRESS_FIREWALL: u8 = 2;
+/// Written by a program through a raw IP or packet socket.
+pub const EGRESS_RAW_SOCKET: u8 = 3;
+/// Routed or bridged through this host (received on another interface).
+pub const EGRESS_FORWARDED: u8 = 4;
+/// Sent by a TCP mini-socket (time-wait, request) without a `tcp_send_reset` hit to
+/// match (the hook was skipped, or the reset waited longer than [`PENDING_RESET_TTL_NS`]):
+/// counted nowhere else.
+pub const EGRESS_UNMATCHED: u8 = 5;
+/// Number of `EGRESS_*` origins.
+pub const EGRESS_ORIGINS: u32 = 6;
+/// Entries of `EGRESS_ORIGINS`: origin × family × flags.
+pub const EGRESS_ORIGIN_COUNTERS: u32 = EGRESS_ORIGINS * 4;
+
+/// Index of one counter within `EGRESS_ORIGINS`; `v6` and `ack` are 0 or 1.
+#[inline(always)]
+pub const fn egress_origin_index(origin: u8, v6: u32, ack: u32) -> u32 {
+    origin as u32 * 4 + (v6 & 1) * 2 + (ack & 1)
+}
+
 /// Index of one counter within `WIRE_SLOTS` (`slot` from 0) or `WIRE_UNATTRIBUTED`
 /// (`slot` 0). `v6` and `ack` are 0 or 1, `direction` a `DIR_*` value.
 #[inline(always)]
@@ -71,6 +126,11 @@ pub mod globals {
     /// u32: 1 (the object's default) makes the wire sampler read the coarse clock
     /// (`bpf_ktime_get_coarse_ns`, 5.11+), 0 the precise one.
     pub const COARSE_CLOCK: &str = "COARSE_CLOCK";
+    /// u8, 1 when the kernel's `tcp_send_reset` fires for resets sent without a socket
+    /// (Linux 6.10+), 0 before. At 0 the TC egress program counts the control socket's
+    /// RSTs that no tracepoint announced as sent resets (`EGRESS_STACK_UNTRACED`); at 1
+    /// it never does, so nothing is counted twice.
+    pub const SEND_RESET_NO_SOCKET_TRACED: &str = "SEND_RESET_NO_SOCKET_TRACED";
 }
 
 // --- benchmark baselines (never attached by the daemon) ----------------------------------

@@ -4,27 +4,36 @@
 //!   interface controller gave the interface, or on an exact overflow path) and samples
 //!   it into the ring buffer under a rate limit shared by all CPUs. It never changes
 //!   traffic: every path returns `XDP_PASS`.
+//! * `rstmon_tc`: the TC egress classifier: counts every egress TCP RST exactly (the
+//!   same slots, direction egress), tells who made it (`EGRESS_ORIGINS`, `FORWARDED`)
+//!   and samples it under the same shared rate limit. It never changes traffic and never
+//!   overrides another classifier: every path returns `TC_ACT_UNSPEC`.
 //! * `rstmon_send_reset` and `rstmon_receive_reset`, raw tracepoints on the kernel's
 //!   `tcp_send_reset` and `tcp_receive_reset`: count by classification key, exactly, and
 //!   sample.
-//! * `rstmon_xdp_noop`: the benchmark baseline.
+//!   `rstmon_send_reset` also announces each reset in `PENDING_RESETS`, for `rstmon_tc`.
+//! * `rstmon_xdp_noop`, `rstmon_tc_noop`: the benchmark baselines.
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
 
 mod limit;
+mod tc;
 mod trace;
 mod util;
+mod wire;
 mod xdp;
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use rst_common::{
-    COUNTER_MAP_ENTRIES, EVENTS_BYTES, IFINDEX_SLOT_ENTRIES, RecvKey, STAT_COUNT, SampleWindow,
-    SendKey, TraceOffsets, WIRE_OVERFLOW_ENTRIES, WIRE_SLOT_COUNTERS, WIRE_SLOTS_DEFAULT, WireKey,
+    COUNTER_MAP_ENTRIES, EGRESS_ORIGIN_COUNTERS, EVENTS_BYTES, FORWARDED_ENTRIES,
+    IFINDEX_SLOT_ENTRIES, PENDING_RESETS_ENTRIES, PendingKey, PendingReset, RecvKey, STAT_COUNT,
+    SampleWindow, SendKey, TraceOffsets, WIRE_OVERFLOW_ENTRIES, WIRE_SLOT_COUNTERS,
+    WIRE_SLOTS_DEFAULT, WireKey,
 };
 
 // --- configuration, written by user space at load time ---------------------------------
@@ -42,6 +51,10 @@ pub(crate) static TRACE_OFFSETS: TraceOffsets = TraceOffsets::NONE;
 /// the verifier never sees the call a kernel does not have.
 #[unsafe(no_mangle)]
 pub(crate) static COARSE_CLOCK: u32 = 1;
+/// 1 when `tcp_send_reset` fires for resets without a socket (6.10+); 0 makes
+/// `rstmon_tc` count the control socket's unannounced RSTs as sent resets.
+#[unsafe(no_mangle)]
+pub(crate) static SEND_RESET_NO_SOCKET_TRACED: u8 = 1;
 
 // --- maps -------------------------------------------------------------------------------
 
@@ -70,6 +83,17 @@ pub(crate) static BUCKET: Array<SampleWindow> = Array::with_max_entries(1, 0);
 #[map(name = "LIMIT_COUNTS")]
 pub(crate) static LIMIT_COUNTS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(rst_common::LIMIT_COUNTS_ENTRIES, 0);
+#[map(name = "EGRESS_ORIGINS")]
+pub(crate) static EGRESS_ORIGINS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(EGRESS_ORIGIN_COUNTERS, 0);
+#[map(name = "FORWARDED")]
+pub(crate) static FORWARDED: PerCpuHashMap<WireKey, u64> =
+    PerCpuHashMap::with_max_entries(FORWARDED_ENTRIES, BPF_F_NO_PREALLOC);
+#[map(name = "FORWARDED_UNATTRIBUTED")]
+pub(crate) static FORWARDED_UNATTRIBUTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+#[map(name = "PENDING_RESETS")]
+pub(crate) static PENDING_RESETS: LruHashMap<PendingKey, PendingReset> =
+    LruHashMap::with_max_entries(PENDING_RESETS_ENTRIES, 0);
 #[map(name = "EVENTS")]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 

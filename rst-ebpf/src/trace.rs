@@ -13,6 +13,10 @@
 //!   destination);
 //! * `tcp_receive_reset(sk)`: addresses and ports from the socket.
 //!
+//! `rstmon_send_reset` also announces each passive reset (one answering a segment) in
+//! `PENDING_RESETS` (the RST's own addresses and ports, as it will leave), so that the TC
+//! egress program knows it for the stack's when it leaves and never counts it again.
+//!
 //! Their rare failure paths (a kernel read that fails, a layout rstmon does not expect)
 //! log through aya-log at debug level, target `rstmon::ebpf`. The level is a load-time
 //! constant, off unless `--log` enables that target, so the verifier removes the calls.
@@ -23,6 +27,7 @@ use core::{
 };
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -30,13 +35,13 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use rst_common::{
     AF_INET, AF_INET6, EVENT_RECV, EVENT_SEND, FAMILY_IPV4, FAMILY_IPV6, NO_TRIGGER, OFF_NONE,
-    ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN, REASON_UNAVAILABLE, RecvKey, SEND_LINGER0,
-    SEND_TRIG_DATA, SendKey, Stat, TraceEvent, TraceOffsets, state,
+    ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN, PendingKey, PendingReset, REASON_UNAVAILABLE,
+    RecvKey, SEND_LINGER0, SEND_TRIG_DATA, SendKey, Stat, TraceEvent, TraceOffsets, state,
 };
 
 use crate::{
-    EVENTS, RECV_COUNTERS, SEND_COUNTERS, TRACE_OFFSETS,
-    util::{count, stat_add, submit_flags},
+    EVENTS, PENDING_RESETS, RECV_COUNTERS, SEND_COUNTERS, TRACE_OFFSETS,
+    util::{atomic_add, count, stat_add, submit_flags},
 };
 
 #[inline(always)]
@@ -276,6 +281,12 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
         bits,
     };
     count(&SEND_COUNTERS, &key);
+    // Only passive resets are announced: an active one (no trigger) has already left
+    // (tcp_send_active_reset fires the tracepoint after the send), and the egress
+    // program knows it by its socket.
+    if skb != 0 {
+        announce(src, &o);
+    }
     if !emit(EVENT_SEND, key, src, &o) {
         stat_add(Stat::ReadErrors);
         debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the addresses of sk {:x} / skb {:x}", sk, skb);
@@ -324,6 +335,103 @@ pub fn rstmon_receive_reset(ctx: RawTracePointContext) -> u32 {
         debug!(&ctx, target: "rstmon::ebpf", "tcp_receive_reset: cannot read the addresses of sk {:x}", sk);
     }
     0
+}
+
+/// Whether a 16-byte address (two words in memory order) is IPv4-mapped
+/// (`::ffff:a.b.c.d`).
+#[inline(always)]
+fn v4_mapped(w0: u64, w1: u64) -> bool {
+    w0 == 0 && w1 as u32 == u32::from_ne_bytes([0, 0, 0xff, 0xff])
+}
+
+/// Announces the reset about to leave in `PENDING_RESETS`, keyed by its addresses and
+/// ports as the RST will carry them (local = source), v4-mapped addresses as IPv4 (what
+/// the wire shows). Nothing is announced when they cannot be read.
+#[inline(always)]
+fn announce(src: Source, o: &TraceOffsets) {
+    let mut key = PendingKey {
+        family: 0,
+        _pad0: 0,
+        sport: 0,
+        dport: 0,
+        _pad1: 0,
+        saddr0: 0,
+        saddr1: 0,
+        daddr0: 0,
+        daddr1: 0,
+    };
+    let s = (&raw mut key.saddr0).cast::<u8>();
+    let d = (&raw mut key.daddr0).cast::<u8>();
+    let ok = match src {
+        Source::Sock { sk, af } => {
+            let (Some(sp), Some(dp)) =
+                (kread::<u16>(sk, o.inet_sport), kread::<u16>(sk, o.sk_dport))
+            else {
+                return;
+            };
+            key.sport = u16::from_be(sp);
+            key.dport = u16::from_be(dp);
+            if af == AF_INET6 {
+                key.family = FAMILY_IPV6;
+                kread_into(s, 16, sk, o.sk_v6_rcv_saddr) & kread_into(d, 16, sk, o.sk_v6_daddr)
+            } else {
+                key.family = FAMILY_IPV4;
+                kread_into(s, 4, sk, o.inet_saddr) & kread_into(d, 4, sk, o.sk_daddr)
+            }
+        }
+        Source::Segment {
+            ip,
+            v6,
+            sport,
+            dport,
+        } => {
+            key.sport = dport;
+            key.dport = sport;
+            if v6 {
+                key.family = FAMILY_IPV6;
+                kread_into(d, 16, ip, 8) & kread_into(s, 16, ip, 24)
+            } else {
+                key.family = FAMILY_IPV4;
+                kread_into(d, 4, ip, 12) & kread_into(s, 4, ip, 16)
+            }
+        }
+        Source::None => return,
+    };
+    if !ok {
+        return;
+    }
+    if key.family == FAMILY_IPV6
+        && v4_mapped(key.saddr0, key.saddr1)
+        && v4_mapped(key.daddr0, key.daddr1)
+    {
+        key.family = FAMILY_IPV4;
+        key.saddr0 = key.saddr1 >> 32;
+        key.saddr1 = 0;
+        key.daddr0 = key.daddr1 >> 32;
+        key.daddr1 = 0;
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if PENDING_RESETS.get_ptr_mut(key).is_none() {
+        let v = PendingReset {
+            count: 1,
+            ts_ns: now,
+        };
+        // NOEXIST: another CPU announcing the same RST at the same moment must not
+        // overwrite its count; then add to the entry it made.
+        if PENDING_RESETS.insert(key, v, BPF_NOEXIST as u64).is_ok() {
+            return;
+        }
+    }
+    // A failed insert and lookup (the map could not make room) leaves the reset
+    // unannounced.
+    if let Some(p) = PENDING_RESETS.get_ptr_mut(key) {
+        // SAFETY: a live map value; the count is changed atomically only.
+        unsafe {
+            atomic_add(&raw mut (*p).count, 1);
+            (*p).ts_ns = now;
+        }
+    }
 }
 
 /// Samples a sent or received reset into the ring buffer, reading its addresses and

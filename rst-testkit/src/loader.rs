@@ -1,14 +1,14 @@
 //! The embedded eBPF object as the tests and benchmarks load it: straight with aya,
 //! without the daemon's kernel probing (no tracing program is loaded, so the trace
-//! offsets are [`TraceOffsets::NONE`]), for BPF_PROG_TEST_RUN of the XDP programs and
-//! for reading and writing the maps directly.
+//! offsets are [`TraceOffsets::NONE`]), for BPF_PROG_TEST_RUN of the XDP and TC programs
+//! and for reading and writing the maps directly.
 
 use std::{fs, io};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap},
-    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp},
+    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
 };
 use rst_common::{
     MAP_IFINDEX_SLOT, MAP_STATS, MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, Stat,
@@ -20,6 +20,9 @@ pub use rst_user::attach::{EBPF_OBJECT, LoadError};
 pub const WAKEUP_BYTES: u32 = 64 * 1024;
 /// What an XDP program returns to let a frame through.
 pub const XDP_PASS: u32 = 2;
+/// What rstmon's TC programs return (`TC_ACT_UNSPEC`, -1: no verdict), as test runs
+/// report it.
+pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 
 /// Panics unless the process runs as root (loading eBPF needs CAP_BPF and CAP_NET_ADMIN).
 pub fn require_root() {
@@ -120,8 +123,29 @@ pub fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> &'a Xdp {
         .unwrap_or_else(|| panic!("the object has no XDP program {name}"))
 }
 
-/// One BPF_PROG_TEST_RUN of `prog` on `frame`: the program's return value.
-pub fn test_run(prog: &Xdp, frame: &[u8]) -> Result<u32, ProgramError> {
+/// Loads the TC classifier `name` of `ebpf` into the kernel (the verifier runs here).
+pub fn load_tc(ebpf: &mut Ebpf, name: &'static str) -> Result<(), LoadError> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::Missing(name))?
+        .try_into()
+        .map_err(|error| LoadError::Program { name, error })?;
+    prog.load()
+        .map_err(|error| LoadError::Program { name, error })
+}
+
+/// The TC classifier `name` of `ebpf`; panics if there is none ([`load_tc`] it first).
+pub fn tc<'a>(ebpf: &'a Ebpf, name: &str) -> &'a SchedClassifier {
+    ebpf.program(name)
+        .and_then(|p| <&SchedClassifier>::try_from(p).ok())
+        .unwrap_or_else(|| panic!("the object has no TC program {name}"))
+}
+
+/// One BPF_PROG_TEST_RUN of `prog` (XDP or TC) on `frame`: the program's return value.
+pub fn test_run<P>(prog: &P, frame: &[u8]) -> Result<u32, ProgramError>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
     let opts = TestRunOptions {
         data_in: Some(frame),
         ..TestRunOptions::default()

@@ -31,7 +31,7 @@ const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
 const WIRE_FLAGS: [&str; 2] = ["rst", "rst_ack"];
 /// The sender vocabulary of docs/classification.md, written out so the test checks the contract,
 /// not whatever the enum happens to hold.
-const SEND_CAUSES: [&str; 13] = [
+const SEND_CAUSES: [&str; 15] = [
     "no_listener",
     "no_connection",
     "linger_abort",
@@ -44,6 +44,8 @@ const SEND_CAUSES: [&str; 13] = [
     "invalid_segment",
     "disconnect",
     "mptcp",
+    "firewall_reject",
+    "raw_socket",
     "other",
 ];
 /// The receiver vocabulary of docs/classification.md.
@@ -149,6 +151,7 @@ fn closed_port_resets_counted_exactly_both_directions() {
                         ("interface", p.a_if.as_str()),
                         ("family", wfam),
                         ("flags", flags),
+                        ("direction", "ingress"),
                     ];
                     assert_delta(&after, &before, WIRE, &labels, want, &ctx);
                 }
@@ -200,10 +203,17 @@ fn exposition_complete_from_start_and_landing_page() {
             check(RECEIVED, &[("cause", cause), ("family", fam)]);
         }
         for flags in WIRE_FLAGS {
-            check(
-                WIRE,
-                &[("interface", &p.a_if), ("family", fam), ("flags", flags)],
-            );
+            for dir in ["ingress", "egress"] {
+                check(
+                    WIRE,
+                    &[
+                        ("interface", &p.a_if),
+                        ("family", fam),
+                        ("flags", flags),
+                        ("direction", dir),
+                    ],
+                );
+            }
         }
     }
     assert!(missing.is_empty(), "series missing at start: {missing:#?}");
@@ -217,7 +227,7 @@ fn exposition_complete_from_start_and_landing_page() {
         RECV_CAUSES.len() * 2,
         "unexpected {RECEIVED} series"
     );
-    assert_eq!(n_wire, 4, "unexpected {WIRE} series");
+    assert_eq!(n_wire, 8, "unexpected {WIRE} series");
 
     let info = m.matching("rstmon_build_info", &[]);
     assert_eq!(
@@ -434,6 +444,7 @@ fn error_xdp_already_attached_first_keeps_counting() {
         ("interface", p.a_if.as_str()),
         ("family", "ipv4"),
         ("flags", "rst_ack"),
+        ("direction", "ingress"),
     ];
     assert_delta(&after, &before, WIRE, &labels, N, ctx);
     assert_delta(

@@ -165,6 +165,7 @@ fn consumer_stall_loses_no_count_and_accounts_for_every_sample() {
         ("interface", p.a_if.as_str()),
         ("family", "ipv4"),
         ("flags", "rst_ack"),
+        ("direction", "ingress"),
     ];
     // Everything sent has arrived and been drained once the counters stop moving.
     let mut last = -1.0;
@@ -375,7 +376,7 @@ fn more_than_1100_interfaces_are_all_counted_exactly() {
     let t0 = Instant::now();
     let m = loop {
         let m = d.scrape();
-        let got = total(&m, WIRE, &[("flags", "rst")]);
+        let got = total(&m, WIRE, &[("flags", "rst"), ("direction", "ingress")]);
         if got >= want {
             break m;
         }
@@ -388,7 +389,8 @@ fn more_than_1100_interfaces_are_all_counted_exactly() {
                     &[
                         ("interface", &name(i)),
                         ("family", "ipv4"),
-                        ("flags", "rst")
+                        ("flags", "rst"),
+                        ("direction", "ingress"),
                     ]
                 ))
                 .sum::<f64>(),
@@ -398,7 +400,8 @@ fn more_than_1100_interfaces_are_all_counted_exactly() {
                     &[
                         ("interface", &name(i)),
                         ("family", "ipv4"),
-                        ("flags", "rst")
+                        ("flags", "rst"),
+                        ("direction", "ingress"),
                     ]
                 ))
                 .sum::<f64>(),
@@ -413,6 +416,7 @@ fn more_than_1100_interfaces_are_all_counted_exactly() {
                 ("interface", &name(i)),
                 ("family", "ipv4"),
                 ("flags", "rst"),
+                ("direction", "ingress"),
             ],
         );
         if v != PER as f64 {
@@ -429,7 +433,12 @@ fn more_than_1100_interfaces_are_all_counted_exactly() {
     assert!(
         m.get(
             WIRE,
-            &[("interface", "other"), ("family", "ipv4"), ("flags", "rst")]
+            &[
+                ("interface", "other"),
+                ("family", "ipv4"),
+                ("flags", "rst"),
+                ("direction", "ingress")
+            ]
         )
         .is_none()
     );
@@ -524,6 +533,7 @@ fn soak_counts_exactly_without_growing() {
         ("interface", p.a_if.as_str()),
         ("family", "ipv4"),
         ("flags", "rst_ack"),
+        ("direction", "ingress"),
     ];
     let before = d.scrape();
     let (sent, rss) = thread::scope(|s| {

@@ -74,6 +74,7 @@ fn wire(m: &Metrics, iface: &str) -> Option<f64> {
             ("interface", iface),
             ("family", "ipv4"),
             ("flags", "rst_ack"),
+            ("direction", "ingress"),
         ],
     )
 }

@@ -162,6 +162,7 @@ fn least_capabilities_attach_and_count_exactly() {
                 ("interface", p.a_if.as_str()),
                 ("family", fam),
                 ("flags", "rst_ack"),
+                ("direction", "ingress"),
             ];
             assert_delta(&after, &before, WIRE, &wl, wire, &ctx);
         }

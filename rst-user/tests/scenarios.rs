@@ -8,7 +8,7 @@ mod common;
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use common::{BIN, Daemon, Metrics};
+use common::{BIN, Daemon, sum_delta as sum};
 use rst_user::{
     classify::{Family, RecvCause, SendCause},
     netns::{Ns, Pair},
@@ -27,20 +27,6 @@ fn nstat(ns: &Ns) -> BTreeMap<String, u64> {
 fn nstat_delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>, key: &str) -> i64 {
     let get = |m: &BTreeMap<String, u64>| m.get(key).copied().unwrap_or(0) as i64;
     get(after) - get(before)
-}
-
-fn sum(m: &Metrics, before: &Metrics, name: &str, labels: &[(&str, &str)]) -> i64 {
-    m.matching(name, labels)
-        .into_iter()
-        .map(|(s, v)| {
-            let l: Vec<(&str, &str)> = s
-                .labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            v as i64 - before.get(name, &l).unwrap_or(0.0) as i64
-        })
-        .sum()
 }
 
 /// Runs scenario `id` over `family` with the daemon on the client's (receiver's) veth.
@@ -96,7 +82,12 @@ fn scenario(id: &str, v6: bool) {
     // segment that carried ACK, RST|ACK otherwise.
     let bare = matches!(sc.sent, SendCause::NoConnection | SendCause::DataAfterClose);
     let flags = if bare { "rst" } else { "rst_ack" };
-    let wire_total = sum(&after, &before, WIRE, &[("interface", pair.a_if.as_str())]);
+    let wire_total = sum(
+        &after,
+        &before,
+        WIRE,
+        &[("interface", pair.a_if.as_str()), ("direction", "ingress")],
+    );
     assert_eq!(wire_total, 1, "{ctx}: wire resets on {}", pair.a_if);
     assert_eq!(
         after.delta(
@@ -105,7 +96,8 @@ fn scenario(id: &str, v6: bool) {
             &[
                 ("interface", pair.a_if.as_str()),
                 ("family", fam),
-                ("flags", flags)
+                ("flags", flags),
+                ("direction", "ingress"),
             ]
         ),
         1,

@@ -131,6 +131,7 @@ fn watch_json_lines_parse_and_carry_the_cause() {
         assert_eq!(wire["dport"], flow.receiver.port());
         assert_eq!(wire["window"], 0);
         assert_eq!(wire["seq"], 0);
+        assert_eq!(wire["wire_direction"], "ingress");
         for s in [sent, received, wire] {
             let t = s["time"].as_str().expect("time is a string");
             assert!(

@@ -1,13 +1,19 @@
-//! BPF_PROG_TEST_RUN of the real XDP program (`rstmon_xdp` in the embedded object) on
-//! the frames of the host parser tests, well-formed, truncated, malformed and fuzzed:
+//! BPF_PROG_TEST_RUN of the real XDP program (`rstmon_xdp` in the embedded object) and
+//! of the TC egress program (`rstmon_tc`, SCHED_CLS) on the frames of the host parser
+//! tests, well-formed, truncated, malformed and fuzzed:
 //!
-//! * the program returns XDP_PASS for every frame;
+//! * XDP returns XDP_PASS and TC returns TC_ACT_UNSPEC (no verdict) for every frame;
 //! * after every frame, the wire counters moved exactly as the host parser says
 //!   (`parse_rst(..).is_some()`, keyed by its family and ACK flag), on each of the three
 //!   paths: the interface's slot in `WIRE_SLOTS` (what the daemon's controller sets up),
 //!   the `WIRE_COUNTERS` overflow map (no slot), and `WIRE_UNATTRIBUTED` (overflow full);
+//!   — ingress counters for XDP, egress counters for TC;
 //! * every counted RST put exactly one `WireEvent` in `EVENTS`, equal to what
-//!   `fill_sample` gives on the host (apart from `ts_ns`), and nothing else did.
+//!   `fill_sample` gives on the host (apart from `ts_ns`; TC: direction egress and an
+//!   origin), and nothing else did;
+//! * TC: every counted RST was attributed to exactly one origin (`EGRESS_ORIGINS`), and
+//!   one that arrived on another interface (`ingress_ifindex` in the test run's context)
+//!   counts as forwarded, per interface.
 //!
 //! Needs root (CAP_BPF and CAP_NET_ADMIN); CI runs as root.
 
@@ -16,19 +22,21 @@ use std::collections::HashMap;
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{ProgramError, Xdp},
+    programs::ProgramError,
 };
 use rst_common::{
-    DIR_INGRESS, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_UDP, MAP_EVENTS, MAP_STATS, MAP_WIRE_COUNTERS,
-    MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, PROG_XDP, Stat, TCP_ACK, TCP_RST, TCP_SYN,
-    WIRE_SLOT_COUNTERS, WireEvent, WireKey,
+    DIR_EGRESS, DIR_INGRESS, EGRESS_FORWARDED, EGRESS_ORIGIN_COUNTERS, EGRESS_ORIGINS, FAMILY_IPV4,
+    FAMILY_IPV6, IPPROTO_UDP, MAP_EGRESS_ORIGINS, MAP_EVENTS, MAP_FORWARDED, MAP_STATS,
+    MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, PROG_TC, PROG_XDP, Stat, TCP_ACK,
+    TCP_RST, TCP_SYN, WIRE_SLOT_COUNTERS, WireEvent, WireKey,
     parse::{ETH_HLEN, MAX_EXT_HDRS},
 };
 use rst_testkit::{
     frames::{self, Ext6, Frame, Rng, TcpOpt, Vlan, catalog, example_rst_v4, mutate},
     loader::{
-        XDP_PASS, assign_slot, load_object_on_clock, load_object_with, load_xdp, loopback_ifindex,
-        require_object, require_root, stat_sum, take_map, test_run, wire_total, xdp,
+        TC_ACT_UNSPEC, XDP_PASS, assign_slot, load_object_on_clock, load_object_with, load_tc,
+        load_xdp, loopback_ifindex, require_object, require_root, stat_sum, take_map, tc,
+        test_run, wire_total, xdp,
     },
 };
 
@@ -46,11 +54,14 @@ enum Layout {
 
 const SLOT: u32 = 3;
 
-/// The loaded XDP program and its maps.
+/// The loaded XDP or TC program and its maps.
 struct Harness {
     // Owns the program.
     ebpf: Ebpf,
     layout: Layout,
+    /// `DIR_INGRESS`: `rstmon_xdp`; `DIR_EGRESS`: `rstmon_tc`.
+    dir: u8,
+    origins: PerCpuArray<MapData, u64>,
     slots: PerCpuArray<MapData, u64>,
     counters: PerCpuHashMap<MapData, WireKey, u64>,
     unattributed: PerCpuArray<MapData, u64>,
@@ -61,10 +72,21 @@ struct Harness {
     /// The ingress ifindex test runs see: the loopback of the current network namespace.
     ifindex: u32,
     rsts: u64,
+    /// Frames the kernel refused to run (see `check`).
+    refused: u64,
 }
 
 impl Harness {
     fn new(layout: Layout) -> Self {
+        Self::with(layout, DIR_INGRESS)
+    }
+
+    /// The TC egress program with `layout`.
+    fn egress(layout: Layout) -> Self {
+        Self::with(layout, DIR_EGRESS)
+    }
+
+    fn with(layout: Layout, dir: u8) -> Self {
         require_root();
         require_object();
         let sizes: &[(&str, u32)] = match layout {
@@ -73,8 +95,13 @@ impl Harness {
         };
         let mut ebpf = load_object_with(u32::MAX, sizes)
             .unwrap_or_else(|e| panic!("loading the eBPF object: {e:?}"));
-        load_xdp(&mut ebpf, PROG_XDP)
-            .unwrap_or_else(|e| panic!("loading {PROG_XDP} (verifier): {e}"));
+        if dir == DIR_INGRESS {
+            load_xdp(&mut ebpf, PROG_XDP)
+                .unwrap_or_else(|e| panic!("loading {PROG_XDP} (verifier): {e}"));
+        } else {
+            load_tc(&mut ebpf, PROG_TC)
+                .unwrap_or_else(|e| panic!("loading {PROG_TC} (verifier): {e}"));
+        }
         let ifindex = loopback_ifindex();
         if layout == Layout::Slot {
             assign_slot(&mut ebpf, ifindex, SLOT).unwrap_or_else(|e| panic!("slot: {e}"));
@@ -88,9 +115,13 @@ impl Harness {
         let events =
             take_map(&mut ebpf, MAP_EVENTS).unwrap_or_else(|e| panic!("{MAP_EVENTS}: {e}"));
         let stats = take_map(&mut ebpf, MAP_STATS).unwrap_or_else(|e| panic!("{MAP_STATS}: {e}"));
+        let origins = take_map(&mut ebpf, MAP_EGRESS_ORIGINS)
+            .unwrap_or_else(|e| panic!("{MAP_EGRESS_ORIGINS}: {e}"));
         Self {
             ebpf,
             layout,
+            dir,
+            origins,
             slots,
             counters,
             unattributed,
@@ -99,16 +130,39 @@ impl Harness {
             expected: HashMap::new(),
             ifindex,
             rsts: 0,
+            refused: 0,
         }
-    }
-
-    fn prog(&self) -> &Xdp {
-        xdp(&self.ebpf, PROG_XDP)
     }
 
     /// One test run: the program's return value.
     fn try_run(&self, frame: &[u8]) -> Result<u32, ProgramError> {
-        test_run(self.prog(), frame)
+        if self.dir == DIR_INGRESS {
+            test_run(xdp(&self.ebpf, PROG_XDP), frame)
+        } else {
+            test_run(tc(&self.ebpf, PROG_TC), frame)
+        }
+    }
+
+    /// What the program must return for every frame.
+    fn pass(&self) -> u32 {
+        if self.dir == DIR_INGRESS {
+            XDP_PASS
+        } else {
+            TC_ACT_UNSPEC
+        }
+    }
+
+    /// `EGRESS_ORIGINS` summed over CPUs and every origin.
+    fn origins_total(&self) -> u64 {
+        (0..EGRESS_ORIGIN_COUNTERS)
+            .map(|i| {
+                self.origins
+                    .get(&i, 0)
+                    .unwrap_or_else(|e| panic!("reading {MAP_EGRESS_ORIGINS}[{i}]: {e}"))
+                    .iter()
+                    .sum::<u64>()
+            })
+            .sum()
     }
 
     fn run(&self, frame: &[u8]) -> u32 {
@@ -141,7 +195,11 @@ impl Harness {
                 if v == 0 {
                     continue;
                 }
-                assert_eq!(within / 4, DIR_INGRESS as u32, "XDP counts ingress only");
+                assert_eq!(
+                    within / 4,
+                    u32::from(self.dir),
+                    "each program counts its own direction only"
+                );
                 let key = WireKey {
                     ifindex: self.ifindex,
                     family: if within & 2 != 0 {
@@ -150,7 +208,7 @@ impl Harness {
                         FAMILY_IPV4
                     },
                     ack: (within & 1) as u8,
-                    direction: DIR_INGRESS,
+                    direction: self.dir,
                     _pad: 0,
                 };
                 *out.entry(key).or_default() += v;
@@ -189,25 +247,29 @@ impl Harness {
         let ret = match self.try_run(frame) {
             Ok(ret) => ret,
             // The kernel refuses test runs of frames shorter than an Ethernet header
-            // (EINVAL); the host tests cover those.
+            // (EINVAL), and SCHED_CLS runs of frames whose IPv4/IPv6 header is cut
+            // short; the host tests cover those, and none of them is an RST.
             Err(ProgramError::SyscallError(e))
-                if frame.len() < ETH_HLEN && e.io_error.raw_os_error() == Some(libc::EINVAL) =>
+                if (frame.len() < ETH_HLEN || self.dir == DIR_EGRESS)
+                    && e.io_error.raw_os_error() == Some(libc::EINVAL) =>
             {
+                self.refused += 1;
                 assert_eq!(host, None, "{what}: counted on the host");
                 return;
             }
             Err(e) => panic!("{what}: BPF_PROG_TEST_RUN on {} bytes: {e:?}", frame.len()),
         };
         assert_eq!(
-            ret, XDP_PASS,
-            "{what}: returned {ret}, not XDP_PASS: {frame:02x?}"
+            ret,
+            self.pass(),
+            "{what}: returned {ret}, not the pass verdict: {frame:02x?}"
         );
         if let Some(rst) = host {
             let key = WireKey {
                 ifindex: self.ifindex,
                 family: rst.family,
                 ack: (rst.flags & TCP_ACK != 0) as u8,
-                direction: DIR_INGRESS,
+                direction: self.dir,
                 _pad: 0,
             };
             *self.expected.entry(key).or_default() += 1;
@@ -232,6 +294,15 @@ impl Harness {
                 assert_ne!(ev.ts_ns, 0, "{what}: sample without a timestamp");
                 want.ifindex = self.ifindex;
                 want.ts_ns = ev.ts_ns;
+                want.direction = self.dir;
+                if self.dir == DIR_EGRESS {
+                    assert!(
+                        u32::from(ev.origin) < EGRESS_ORIGINS,
+                        "{what}: origin {}",
+                        ev.origin
+                    );
+                    want.origin = ev.origin;
+                }
                 assert_eq!(
                     ev, want,
                     "{what}: kernel sample != host fill_sample on {frame:02x?}"
@@ -263,6 +334,15 @@ impl Harness {
     fn check_stats(&self) {
         self.check_other_slots_untouched();
         assert_eq!(self.stat(Stat::WireSampled), self.rsts, "Stat::WireSampled");
+        let origins = self.origins_total();
+        if self.dir == DIR_EGRESS {
+            assert_eq!(
+                origins, self.rsts,
+                "every egress RST has exactly one origin"
+            );
+        } else {
+            assert_eq!(origins, 0, "XDP attributes nothing");
+        }
         assert_eq!(self.stat(Stat::WireRingFull), 0, "Stat::WireRingFull");
         assert_eq!(self.stat(Stat::WireRateLimited), 0, "Stat::WireRateLimited");
         let full = self.stat(Stat::CounterMapFull);
@@ -400,7 +480,15 @@ fn malformed() -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn xdp_passes_and_counts_like_the_host_parser_on_every_frame_and_prefix() {
-    let mut h = Harness::new(Layout::Slot);
+    every_frame_and_prefix(Harness::new(Layout::Slot));
+}
+
+#[test]
+fn tc_passes_and_counts_like_the_host_parser_on_every_frame_and_prefix() {
+    every_frame_and_prefix(Harness::egress(Layout::Slot));
+}
+
+fn every_frame_and_prefix(mut h: Harness) {
     let mut frames: Vec<(String, Vec<u8>)> = catalog()
         .into_iter()
         .map(|(name, f)| (name, f.build().bytes))
@@ -473,21 +561,35 @@ fn sample_limit_holds_on_either_clock() {
 
 #[test]
 fn xdp_agrees_with_the_host_parser_on_fuzzed_frames_without_a_slot() {
-    fuzz(Layout::Overflow);
+    fuzz(Harness::new(Layout::Overflow));
+}
+
+#[test]
+fn tc_agrees_with_the_host_parser_on_fuzzed_frames_without_a_slot() {
+    fuzz(Harness::egress(Layout::Overflow));
+}
+
+#[test]
+fn tc_agrees_with_the_host_parser_on_fuzzed_frames_overflow_full() {
+    fuzz(Harness::egress(Layout::Unattributed));
+}
+
+#[test]
+fn tc_agrees_with_the_host_parser_on_fuzzed_frames_in_a_slot() {
+    fuzz(Harness::egress(Layout::Slot));
 }
 
 #[test]
 fn xdp_agrees_with_the_host_parser_on_fuzzed_frames_overflow_full() {
-    fuzz(Layout::Unattributed);
+    fuzz(Harness::new(Layout::Unattributed));
 }
 
 #[test]
 fn xdp_agrees_with_the_host_parser_on_fuzzed_frames_in_a_slot() {
-    fuzz(Layout::Slot);
+    fuzz(Harness::new(Layout::Slot));
 }
 
-fn fuzz(layout: Layout) {
-    let mut h = Harness::new(layout);
+fn fuzz(mut h: Harness) {
     let bases: Vec<Vec<u8>> = catalog().iter().map(|(_, f)| f.build().bytes).collect();
     let mut rng = Rng::new(0x0bad_5eed_7e57_0001);
     for i in 0..20_000 {
@@ -545,4 +647,45 @@ fn xdp_sample_equals_host_fill_sample_field_by_field() {
     // A SYN leaves no sample.
     assert_eq!(h.run(&Frame::tcp4(TCP_SYN).build().bytes), XDP_PASS);
     assert!(h.drain().is_empty());
+}
+
+/// A test run whose context says the frame arrived on another interface
+/// (`ingress_ifindex`): `rstmon_tc` counts it as forwarded, in `FORWARDED` under the
+/// interface it leaves by (the test run's device, the loopback).
+#[test]
+fn tc_counts_an_rst_received_elsewhere_as_forwarded() {
+    use aya::{maps::PerCpuHashMap, programs::TestRun as _};
+    use rst_testkit::loader::TC_ACT_UNSPEC as PASS;
+    let mut h = Harness::egress(Layout::Slot);
+    let frame = Frame::tcp4(TCP_RST | TCP_ACK).build().bytes;
+    // struct __sk_buff up to and including ifindex (offset 40); ingress_ifindex at 36.
+    let mut ctx = [0u8; 44];
+    ctx[36..40].copy_from_slice(&h.ifindex.to_ne_bytes());
+    let r = tc(&h.ebpf, PROG_TC)
+        .test_run(aya::programs::TestRunOptions {
+            data_in: Some(&frame),
+            ctx_in: Some(&ctx),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN with a context: {e:?}"));
+    assert_eq!(r.return_value, PASS);
+    let forwarded: PerCpuHashMap<MapData, WireKey, u64> =
+        take_map(&mut h.ebpf, MAP_FORWARDED).unwrap_or_else(|e| panic!("{MAP_FORWARDED}: {e}"));
+    let got: Vec<(WireKey, u64)> = forwarded
+        .iter()
+        .map(|kv| kv.map(|(k, v)| (k, v.iter().sum::<u64>())))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("reading {MAP_FORWARDED}: {e}"));
+    let key = WireKey {
+        ifindex: h.ifindex,
+        family: FAMILY_IPV4,
+        ack: 0,
+        direction: DIR_EGRESS,
+        _pad: 0,
+    };
+    assert_eq!(got, vec![(key, 1)]);
+    let i = rst_common::egress_origin_index(EGRESS_FORWARDED, 0, 1);
+    let v: u64 = h.origins.get(&i, 0).expect("origins").iter().sum();
+    assert_eq!(v, 1, "counted once, as forwarded");
+    assert_eq!(h.origins_total(), 1);
 }

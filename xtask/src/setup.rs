@@ -253,6 +253,7 @@ fn setup_packages() -> Result<()> {
         ("systemd-analyze", "systemd"),
         ("dpkg-deb", "dpkg"),
         ("gzip", "gzip"),
+        ("nft", "nftables"),
     ];
     let wanted: Vec<(&str, bool)> = wanted
         .iter()

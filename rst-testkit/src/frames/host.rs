@@ -44,6 +44,8 @@ pub const fn empty_event() -> WireEvent {
         payload_len: 0,
         has_ts: 0,
         vlan_depth: 0,
-        _pad: [0; 4],
+        direction: 0,
+        origin: 0,
+        _pad: [0; 2],
     }
 }

@@ -6,7 +6,7 @@
 use std::thread;
 
 use anyhow::{anyhow, bail};
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use aya::programs::{TestRun, TestRunOptions, TestRunResult, Xdp};
 use rst_common::{
     PROG_XDP, PROG_XDP_LIMIT, PROG_XDP_LIMIT_SLOT, PROG_XDP_LIMIT_VLAN, PROG_XDP_NOOP, Stat,
     TCP_ACK, TCP_RST, TCP_SYN,
@@ -63,9 +63,24 @@ enum Prog {
     LimitSlot,
 }
 
-/// ns/packet for one test_run call: the calling thread's CPU time over the call divided
-/// by `repeat` (sub-ns resolution), and the kernel's own (integer-truncated) figure.
+/// ns/packet for one test_run call of an XDP program (which must pass the frame): see
+/// [`test_run_ns_of`].
 fn test_run_ns(prog: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<(f64, u64)> {
+    test_run_ns_of(prog, frame, repeat, 2)
+}
+
+/// ns/packet for one test_run call: the calling thread's CPU time over the call divided
+/// by `repeat` (sub-ns resolution), and the kernel's own (integer-truncated) figure. The
+/// program must return `pass`.
+pub(crate) fn test_run_ns_of<P>(
+    prog: &P,
+    frame: &[u8],
+    repeat: u32,
+    pass: u32,
+) -> anyhow::Result<(f64, u64)>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
     let c0 = thread_cpu_ns();
     let r = prog.test_run(TestRunOptions {
         data_in: Some(frame),
@@ -73,9 +88,9 @@ fn test_run_ns(prog: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<(f64, u6
         ..TestRunOptions::new()
     })?;
     let c1 = thread_cpu_ns();
-    if r.return_value != 2 {
+    if r.return_value != pass {
         bail!(
-            "XDP program returned {} instead of XDP_PASS",
+            "the program returned {} instead of its pass verdict {pass}",
             r.return_value
         );
     }
@@ -86,18 +101,18 @@ fn test_run_ns(prog: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<(f64, u6
 }
 
 /// Median (min–max) of the per-round ratios a/b.
-fn ratios(a: &[f64], b: &[f64]) -> Summary {
+pub(crate) fn ratios(a: &[f64], b: &[f64]) -> Summary {
     let q: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
     summarize(&q)
 }
 
 /// Median (min–max) of the per-round differences a − b.
-fn diffs(a: &[f64], b: &[f64]) -> Summary {
+pub(crate) fn diffs(a: &[f64], b: &[f64]) -> Summary {
     let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
     summarize(&d)
 }
 
-fn fmt_ratio(s: &Summary, what: &str) -> String {
+pub(crate) fn fmt_ratio(s: &Summary, what: &str) -> String {
     format!("{:.2}× {what} ({:.2}–{:.2})", s.median, s.min, s.max)
 }
 
@@ -105,7 +120,7 @@ fn fmt_ns(s: &Summary) -> String {
     format!("{:+.1} ns ({:+.1}–{:+.1})", s.median, s.min, s.max)
 }
 
-fn fmt_diff(s: &Summary, what: &str) -> String {
+pub(crate) fn fmt_diff(s: &Summary, what: &str) -> String {
     format!(
         "{:+.1} ns over {what} ({:+.1}–{:+.1})",
         s.median, s.min, s.max

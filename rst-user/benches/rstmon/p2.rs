@@ -395,7 +395,7 @@ pub fn p2(o: &Opts, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
     clippy::too_many_arguments,
     reason = "the measurement window is described by all of them"
 )]
-fn steady_pps(
+pub(crate) fn steady_pps(
     pair: &Pair,
     gen_: &Generator,
     frame: &[u8],

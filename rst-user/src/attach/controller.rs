@@ -1,5 +1,6 @@
 //! The interface controller: follows the kernel's link notifications (RTM_NEWLINK /
-//! RTM_DELLINK) and keeps one XDP link per selected interface.
+//! RTM_DELLINK) and keeps one XDP link (ingress) and one TC link (egress) per selected
+//! interface.
 //!
 //! * an interface that appears and matches the selection is attached, one that goes is
 //!   detached and its series leave `/metrics`; one deleted and recreated under the same
@@ -7,7 +8,10 @@
 //! * an interface that carries someone else's XDP program is left alone: one log line,
 //!   `rstmon_interface_skipped_total{reason="foreign_xdp"}`, and it stays skipped until it
 //!   is deleted (taking the interface back when its program goes would race whoever is
-//!   replacing it);
+//!   replacing it). Its egress is left alone too: rstmon monitors an interface in both
+//!   directions or not at all, so that its wire series always mean the same;
+//! * TC egress is attached right after XDP; if that fails the interface keeps its XDP
+//!   (ingress) monitoring, the failure is logged and `rstmon_tc_attached` lacks it;
 //! * at start-up an interface named exactly with `-i` must exist and attach, or start-up
 //!   fails; globs and the default selection never fail;
 //! * the shared [`Interfaces`] (ifindex → name, mode) is what `/metrics` and `watch` read.
@@ -21,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use aya::programs::xdp::XdpLinkId;
+use aya::programs::{tc::SchedClassifierLinkId, xdp::XdpLinkId};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
@@ -37,6 +41,7 @@ use super::{
     error::LoadError,
     loader::Programs,
     select::Selection,
+    tc,
     xdp::{self, XdpModeArg},
 };
 use crate::export::snapshot::Counters;
@@ -58,6 +63,8 @@ pub struct Attached {
     pub name: String,
     /// `native` or `generic`.
     pub mode: &'static str,
+    /// TC egress: `tcx` or `clsact`, `None` when it could not be attached.
+    pub tc: Option<&'static str>,
 }
 
 /// The controller's view, shared with `/metrics` and `watch`.
@@ -84,6 +91,14 @@ impl Interfaces {
         self.by_index
             .values()
             .map(|a| (a.name.clone(), a.mode.to_string()))
+            .collect()
+    }
+
+    /// (name, mode) of each interface with rstmon's TC egress program, by ifindex.
+    pub fn tc_attached(&self) -> Vec<(String, String)> {
+        self.by_index
+            .values()
+            .filter_map(|a| Some((a.name.clone(), a.tc?.to_string())))
             .collect()
     }
 
@@ -140,6 +155,7 @@ pub struct Controller {
     selection: Selection,
     mode: XdpModeArg,
     links: BTreeMap<u32, XdpLinkId>,
+    tc_links: BTreeMap<u32, SchedClassifierLinkId>,
     /// Interfaces left alone; forgotten when they are deleted.
     skipped: BTreeSet<u32>,
     state: SharedInterfaces,
@@ -173,6 +189,7 @@ impl Controller {
             selection,
             mode,
             links: BTreeMap::new(),
+            tc_links: BTreeMap::new(),
             skipped: BTreeSet::new(),
             state: SharedInterfaces::default(),
             counters,
@@ -299,11 +316,23 @@ impl Controller {
             Ok((link, mode)) => {
                 info!(interface = %l.name, ifindex = l.ifindex, mode, "XDP attached");
                 self.links.insert(l.ifindex, link);
+                let tc = match self.programs.tc().and_then(|p| tc::attach(p, &l.name)) {
+                    Ok((link, tc_mode)) => {
+                        info!(interface = %l.name, ifindex = l.ifindex, mode = tc_mode, "TC egress attached");
+                        self.tc_links.insert(l.ifindex, link);
+                        Some(tc_mode)
+                    }
+                    Err(e) => {
+                        warn!(interface = %l.name, "egress not monitored: {e}");
+                        None
+                    }
+                };
                 self.write_state().by_index.insert(
                     l.ifindex,
                     Attached {
                         name: l.name.clone(),
                         mode,
+                        tc,
                     },
                 );
                 Ok(())
@@ -332,6 +361,12 @@ impl Controller {
         // was unregistered; detaching only closes rstmon's handle.
         if let Ok(prog) = self.programs.xdp() {
             let _ = prog.detach(link);
+        }
+        // Likewise its tcx link; a clsact filter went with the interface's qdisc.
+        if let Some(tc_link) = self.tc_links.remove(&ifindex)
+            && let Ok(prog) = self.programs.tc()
+        {
+            let _ = prog.detach(tc_link);
         }
         let name = self
             .write_state()

@@ -36,6 +36,8 @@ pub enum LoadError {
     XdpBusy(String),
     #[error("attaching XDP to {iface}: {}{}", program_error(.error), native_hint(.error))]
     XdpAttach { iface: String, error: ProgramError },
+    #[error("attaching TC egress to {iface}: {}", program_error(.error))]
+    TcAttach { iface: String, error: ProgramError },
     #[error("no such interface: {0}")]
     NoInterface(String),
     #[error("watching interfaces (netlink): {0}")]

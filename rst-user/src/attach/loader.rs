@@ -1,25 +1,28 @@
 //! Loading the eBPF object with this kernel's layout, and attaching the tracing hooks
-//! (raw tracepoints: no tracefs, no record formatting in the kernel). XDP attachments
-//! are the [`super::controller`]'s.
+//! (raw tracepoints: no tracefs, no record formatting in the kernel). XDP and TC
+//! attachments are the [`super::controller`]'s.
 
 use std::os::fd::AsFd as _;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{ProgramError, RawTracePoint, Xdp, raw_trace_point::RawTracePointLinkId},
+    programs::{
+        ProgramError, RawTracePoint, SchedClassifier, Xdp, raw_trace_point::RawTracePointLinkId,
+    },
     sys::SyscallError,
 };
 use rst_common::{
-    MAP_EVENTS, MAP_IFINDEX_SLOT, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS,
-    MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, PROG_RECV_RESET, PROG_SEND_RESET,
-    PROG_XDP, WIRE_SLOT_COUNTERS, WIRE_SLOTS_DEFAULT, globals,
+    MAP_EGRESS_ORIGINS, MAP_EVENTS, MAP_FORWARDED, MAP_FORWARDED_UNATTRIBUTED, MAP_IFINDEX_SLOT,
+    MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS, MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS,
+    MAP_WIRE_UNATTRIBUTED, PROG_RECV_RESET, PROG_SEND_RESET, PROG_TC, PROG_XDP, WIRE_SLOT_COUNTERS,
+    WIRE_SLOTS_DEFAULT, globals,
 };
 use tracing::warn;
 
 use super::error::{LoadError, has_errno, one_line};
 use crate::{
-    export::snapshot::{Counters, WireMaps},
+    export::snapshot::{Counters, EgressMaps, WireMaps},
     kernel::{self, KernelError, KernelLayout, RECV_RESET_TP, SEND_RESET_TP},
 };
 
@@ -39,6 +42,13 @@ pub struct Config {
     /// Interfaces whose wire RSTs are counted in a slot of their own (the fast path);
     /// more interfaces than this are counted exactly on the overflow path.
     pub wire_slots: u32,
+    /// Whether the kernel's `tcp_send_reset` fires for resets sent without a socket
+    /// (Linux 6.10+; a SYN to a closed port, a segment for a lost connection). When
+    /// false, the TC egress program counts the RSTs of the TCP stack's control socket
+    /// that no tracepoint announced as sent resets, their cause from the wire
+    /// (`EGRESS_STACK_UNTRACED`); when true it never does, so nothing counts twice.
+    /// Set it from a kernel probe; the default (true) can never double count.
+    pub send_reset_no_socket_traced: bool,
 }
 
 impl Default for Config {
@@ -48,6 +58,7 @@ impl Default for Config {
             wakeup_bytes: 64 * 1024,
             kernel_log: false,
             wire_slots: WIRE_SLOTS_DEFAULT,
+            send_reset_no_socket_traced: true,
         }
     }
 }
@@ -59,6 +70,7 @@ pub struct Programs {
     /// The tracing hooks, each with the link rstmon holds for it.
     hooks: Vec<(String, RawTracePointLinkId)>,
     xdp_loaded: bool,
+    tc_loaded: bool,
     /// The kernel programs' log, when [`Config::kernel_log`] is on.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub layout: KernelLayout,
@@ -142,7 +154,8 @@ impl Monitor {
             warn!(
                 "tcp_send_reset does not fire for resets sent without a full socket on this \
                  kernel (before 6.10): resets answering a SYN to a closed port, a segment of \
-                 an unknown connection or a time-wait socket are not counted as sent"
+                 an unknown connection or a time-wait socket are counted as sent only when \
+                 they leave by a monitored interface, their cause from the wire"
             );
         }
         let slots = cfg.wire_slots.clamp(1, u32::MAX / WIRE_SLOT_COUNTERS);
@@ -166,6 +179,11 @@ impl Monitor {
             )
             .map_max_entries(MAP_WIRE_SLOTS, slots * WIRE_SLOT_COUNTERS)
             .override_global(globals::WAKEUP_BYTES, &cfg.wakeup_bytes, true)
+            .override_global(
+                globals::SEND_RESET_NO_SOCKET_TRACED,
+                &u8::from(cfg.send_reset_no_socket_traced && send_reset_no_socket_traced),
+                true,
+            )
             .load(EBPF_OBJECT)
             .map_err(LoadError::Load)?;
         // Before the programs load: they refer to the log map it takes over.
@@ -222,6 +240,11 @@ impl Monitor {
                 take(&mut ebpf, MAP_WIRE_COUNTERS)?,
                 take(&mut ebpf, MAP_WIRE_UNATTRIBUTED)?,
             ),
+            egress: EgressMaps {
+                origins: take(&mut ebpf, MAP_EGRESS_ORIGINS)?,
+                forwarded: take(&mut ebpf, MAP_FORWARDED)?,
+                forwarded_unattributed: take(&mut ebpf, MAP_FORWARDED_UNATTRIBUTED)?,
+            },
             send: take(&mut ebpf, MAP_SEND_COUNTERS)?,
             recv: take(&mut ebpf, MAP_RECV_COUNTERS)?,
             stats: take(&mut ebpf, MAP_STATS)?,
@@ -235,6 +258,7 @@ impl Monitor {
                 ebpf,
                 hooks,
                 xdp_loaded: false,
+                tc_loaded: false,
                 logger,
                 layout,
             },
@@ -269,6 +293,19 @@ impl Programs {
                 error,
             })?;
             self.xdp_loaded = true;
+        }
+        Ok(prog)
+    }
+
+    /// The TC egress program, loaded into the kernel on first use.
+    pub fn tc(&mut self) -> Result<&mut SchedClassifier, LoadError> {
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, PROG_TC)?;
+        if !self.tc_loaded {
+            prog.load().map_err(|error| LoadError::Program {
+                name: PROG_TC,
+                error,
+            })?;
+            self.tc_loaded = true;
         }
         Ok(prog)
     }

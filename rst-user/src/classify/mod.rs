@@ -3,9 +3,11 @@
 //! The table behind it is `docs/classification.md`; the tests in `send` and `recv` are
 //! that table as code.
 
+pub mod egress;
 pub mod recv;
 pub mod send;
 
+pub use egress::classify_egress;
 pub use recv::classify_recv;
 pub use send::{classify_send, classify_send_key, reason_unavailable};
 
@@ -34,7 +36,8 @@ macro_rules! label_enum {
 }
 
 label_enum!(
-    /// Why this host's TCP stack sent a reset.
+    /// Why this host sent a reset: its TCP stack's reason, or who else made it
+    /// (`firewall_reject`, `raw_socket`: seen at egress, see `sources::egress`).
     SendCause {
         NoListener => "no_listener",
         NoConnection => "no_connection",
@@ -48,6 +51,8 @@ label_enum!(
         InvalidSegment => "invalid_segment",
         Disconnect => "disconnect",
         Mptcp => "mptcp",
+        FirewallReject => "firewall_reject",
+        RawSocket => "raw_socket",
         Other => "other",
     }
 );

@@ -26,6 +26,8 @@ impl Snapshot {
             sources::sent::family(self),
             sources::received::family(self),
             sources::wire::family(self),
+            sources::egress::family(self),
+            sources::egress::forwarded_family(self),
         ];
 
         let k = &self.kernel;
@@ -79,6 +81,15 @@ impl Snapshot {
         for (iface, mode) in &self.interfaces {
             attached.add(&[iface.as_str(), mode.as_str()], 1.0);
         }
+        let mut tc_attached = FamilyBuilder::new(
+            "rstmon_tc_attached",
+            "1 for each interface with rstmon's TC egress program attached, by how (tcx link, or clsact filter on kernels before 6.6).",
+            GAUGE,
+            &["interface", "mode"],
+        );
+        for (iface, mode) in &self.tc_interfaces {
+            tc_attached.add(&[iface.as_str(), mode.as_str()], 1.0);
+        }
         let mut skipped = FamilyBuilder::new(
             "rstmon_interface_skipped_total",
             "Interfaces matching the selection that rstmon left alone: another XDP program was attached (foreign_xdp), or attaching failed (attach_failed).",
@@ -123,7 +134,17 @@ impl Snapshot {
         info.add(&[self.version.as_str(), self.kernel_release.as_str()], 1.0);
 
         families.extend([
-            dropped, submitted, delivered, errors, attached, skipped, hooks, misses, reason, info,
+            dropped,
+            submitted,
+            delivered,
+            errors,
+            attached,
+            tc_attached,
+            skipped,
+            hooks,
+            misses,
+            reason,
+            info,
         ]);
         families.retain(|f| !f.is_empty());
         families.sort_by_key(|f| f.name());
@@ -144,6 +165,7 @@ mod tests {
     fn sample() -> Snapshot {
         let mut s = Snapshot {
             interfaces: vec![("veth0".into(), "native".into())],
+            tc_interfaces: vec![("veth0".into(), "tcx".into())],
             hooks: vec![
                 ("tcp:tcp_send_reset".into(), true),
                 ("tcp:tcp_receive_reset".into(), true),
@@ -159,7 +181,14 @@ mod tests {
         };
         s.sent.insert((SendCause::NoListener, Family::Ipv4), 3);
         s.received.insert((RecvCause::Refused, Family::Ipv6), 2);
-        s.wire.insert(("veth0".into(), Family::Ipv4, "rst_ack"), 3);
+        s.wire
+            .insert(("veth0".into(), "ingress", Family::Ipv4, "rst_ack"), 3);
+        s.wire
+            .insert(("veth0".into(), "egress", Family::Ipv6, "rst"), 2);
+        s.egress
+            .origins
+            .insert((rst_common::EGRESS_FIREWALL, Family::Ipv6, false), 2);
+        s.egress.forwarded.insert(("veth0".into(), Family::Ipv4), 1);
         s.kernel.set(Stat::WireSampled, 3);
         s.user.wire_received = 3;
         s
@@ -205,11 +234,23 @@ mod tests {
     fn wire_series_exist_per_interface_and_count() {
         let text = sample().render().unwrap();
         assert!(text.contains(
-            "rstmon_wire_resets_total{family=\"ipv4\",flags=\"rst_ack\",interface=\"veth0\"} 3"
+            "rstmon_wire_resets_total{direction=\"ingress\",family=\"ipv4\",flags=\"rst_ack\",interface=\"veth0\"} 3"
         ));
         assert!(text.contains(
-            "rstmon_wire_resets_total{family=\"ipv6\",flags=\"rst\",interface=\"veth0\"} 0"
+            "rstmon_wire_resets_total{direction=\"ingress\",family=\"ipv6\",flags=\"rst\",interface=\"veth0\"} 0"
         ));
+        assert!(text.contains(
+            "rstmon_wire_resets_total{direction=\"egress\",family=\"ipv6\",flags=\"rst\",interface=\"veth0\"} 2"
+        ));
+        assert!(
+            text.contains(
+                "rstmon_egress_resets_total{family=\"ipv6\",origin=\"firewall_reject\"} 2"
+            )
+        );
+        assert!(
+            text.contains("rstmon_forwarded_resets_total{family=\"ipv4\",interface=\"veth0\"} 1")
+        );
+        assert!(text.contains("rstmon_tc_attached{interface=\"veth0\",mode=\"tcx\"} 1"));
         assert!(text.contains("rstmon_xdp_attached{interface=\"veth0\",mode=\"native\"} 1"));
     }
 }

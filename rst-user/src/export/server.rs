@@ -45,9 +45,14 @@ pub struct Shared {
 impl Shared {
     /// Reads the maps and renders the exposition.
     pub fn render(&self) -> Result<String, RenderError> {
-        let (ifnames, attached, skipped) = {
+        let (ifnames, attached, tc_attached, skipped) = {
             let st = self.interfaces.read().unwrap_or_else(|p| p.into_inner());
-            (st.ifnames(), st.attached(), st.skipped.clone())
+            (
+                st.ifnames(),
+                st.attached(),
+                st.tc_attached(),
+                st.skipped.clone(),
+            )
         };
         let mut snap = self
             .counters
@@ -55,6 +60,7 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .snapshot(&self.layout, &ifnames);
         snap.interfaces = attached;
+        snap.tc_interfaces = tc_attached;
         snap.skipped = skipped;
         snap.hooks = self.hooks.clone();
         snap.user = UserStats {

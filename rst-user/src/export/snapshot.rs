@@ -44,8 +44,12 @@ pub struct Snapshot {
     pub wire: sources::wire::Counts,
     /// Wire RSTs no interface could be told for (every slot and the overflow map full).
     pub wire_unattributed: sources::wire::Unattributed,
+    /// Who made the RSTs that left (TC egress), forwarded ones per interface.
+    pub egress: sources::egress::Counts,
     /// Monitored interfaces and their XDP mode (`native` or `generic`).
     pub interfaces: Vec<(String, String)>,
+    /// Interfaces with rstmon's TC egress program and its mode (`tcx` or `clsact`).
+    pub tc_interfaces: Vec<(String, String)>,
     /// Tracing hooks and whether rstmon holds a link for each.
     pub hooks: Vec<(String, bool)>,
     /// Tracing hooks and how often the kernel skipped them (recursion protection).
@@ -98,9 +102,20 @@ impl WireMaps {
     }
 }
 
+/// The egress attribution maps (TC).
+pub struct EgressMaps {
+    /// `EGRESS_ORIGINS`: by origin, family and flags.
+    pub(crate) origins: PerCpuArray<MapData, u64>,
+    /// `FORWARDED`: per outgoing interface and family.
+    pub(crate) forwarded: PerCpuHashMap<MapData, WireKey, u64>,
+    /// `FORWARDED_UNATTRIBUTED`: per family.
+    pub(crate) forwarded_unattributed: PerCpuArray<MapData, u64>,
+}
+
 /// The exact counters, read at scrape time.
 pub struct Counters {
     pub(crate) wire: WireMaps,
+    pub(crate) egress: EgressMaps,
     pub(crate) send: PerCpuHashMap<MapData, SendKey, u64>,
     pub(crate) recv: PerCpuHashMap<MapData, RecvKey, u64>,
     pub(crate) stats: PerCpuArray<MapData, u64>,
@@ -121,8 +136,12 @@ impl Counters {
             wire_unattributed: sources::wire::collect_unattributed(&self.wire, self.ncpus),
             sent: sources::sent::collect(&self.send, self.ncpus, &layout.reasons),
             received: sources::received::collect(&self.recv, self.ncpus),
+            egress: sources::egress::collect(&self.egress, self.ncpus, ifnames),
             ..Default::default()
         };
+        for (k, v) in snap.egress.sent() {
+            *snap.sent.entry(k).or_default() += v;
+        }
         for s in Stat::ALL {
             let v = self
                 .stats
@@ -196,6 +215,16 @@ impl Counters {
             .collect();
         for k in keys {
             let _ = self.wire.overflow.remove(&k);
+        }
+        let keys: Vec<WireKey> = self
+            .egress
+            .forwarded
+            .keys()
+            .flatten()
+            .filter(|k| k.ifindex == ifindex)
+            .collect();
+        for k in keys {
+            let _ = self.egress.forwarded.remove(&k);
         }
     }
 

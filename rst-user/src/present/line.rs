@@ -25,6 +25,9 @@ impl Sample {
         if let Some(i) = &self.interface {
             s += &format!(" if={i}");
         }
+        if let Some(d) = self.wire_direction {
+            s += &format!(" {d}");
+        }
         if let Some(f) = &self.rst_flags {
             s += &format!(" flags={f}");
         }

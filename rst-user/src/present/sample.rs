@@ -70,9 +70,14 @@ pub struct Sample {
     /// Flags of the RST itself (wire samples).
     pub rst_flags: Option<String>,
     /// Received RSTs: `socket` (carried a timestamp: the peer's socket sent it),
-    /// `stateless` (no timestamp on a timestamp connection) or `unknown`.
+    /// `stateless` (no timestamp on a timestamp connection) or `unknown`. Egress wire
+    /// samples: who made the RST (`stack`, `firewall_reject`, `raw_socket`,
+    /// `forwarded`, ..., as `rstmon_egress_resets_total{origin}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<&'static str>,
+    /// Wire samples: `ingress` (XDP) or `egress` (TC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wire_direction: Option<&'static str>,
     /// Flags of the segment that triggered a sent RST.
     pub trigger_flags: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,11 +1,15 @@
 //! The three sources of resets, each owning its counter key, its sample's decoding and
 //! presentation, its classification and its metric family:
 //!
-//! * [`wire`]: RST segments XDP saw on ingress (`WIRE_COUNTERS`, [`WireEvent`]);
+//! * [`wire`]: RST segments seen on the wire, XDP on ingress and TC on egress
+//!   (`WIRE_SLOTS`, `WIRE_COUNTERS`, [`WireEvent`]);
+//! * [`egress`]: who made the RSTs that left (TC egress: `EGRESS_ORIGINS`, `FORWARDED`),
+//!   which adds the sent resets no tracepoint sees and the forwarded ones;
 //! * [`sent`]: resets this host's TCP stack sent (`tcp:tcp_send_reset`, [`SendEvent`]);
 //! * [`received`]: resets a socket on this host accepted (`tcp:tcp_receive_reset`,
 //!   [`RecvEvent`]).
 
+pub mod egress;
 pub mod received;
 pub mod sent;
 pub mod wire;

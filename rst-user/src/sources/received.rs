@@ -67,6 +67,7 @@ pub fn present(p: &Presenter, r: &RecvEvent) -> Sample {
         interface: None,
         rst_flags: None,
         origin: Some(origin_label(r.key.origin)),
+        wire_direction: None,
         trigger_flags: None,
         seq: None,
         ack: None,

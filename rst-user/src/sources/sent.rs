@@ -82,6 +82,7 @@ pub fn present(p: &Presenter, s: &SendEvent) -> Sample {
         interface: None,
         rst_flags: Some(sent_rst_flags(s.key.trig_flags).into()),
         origin: None,
+        wire_direction: None,
         trigger_flags: Some(flags_str(s.key.trig_flags)),
         seq: None,
         ack: None,

@@ -1,8 +1,11 @@
-//! RST segments seen by XDP on ingress: exact per (interface, family, flags).
+//! RST segments seen on the wire, by XDP on ingress and by the TC program on egress:
+//! exact per (interface, direction, family, flags).
 
 use std::collections::BTreeMap;
 
-use rst_common::{DIR_INGRESS, WIRE_SLOT_COUNTERS, WireEvent, WireKey, wire_slot_index};
+use rst_common::{
+    DIR_EGRESS, DIR_INGRESS, WIRE_SLOT_COUNTERS, WireEvent, WireKey, wire_slot_index,
+};
 
 use crate::{
     classify::Family,
@@ -22,26 +25,42 @@ pub const FLAGS: [&str; 2] = ["rst", "rst_ack"];
 /// The `interface` label of RSTs no interface could be told for.
 pub const OTHER: &str = "other";
 
+/// `direction` label values, indexed by `DIR_*`.
+pub const DIRECTIONS: [&str; 2] = ["ingress", "egress"];
+
+/// The `direction` label of a `DIR_*` value.
+pub fn direction_label(direction: u8) -> &'static str {
+    DIRECTIONS[usize::from(direction == DIR_EGRESS)]
+}
+
 /// The `flags` label of a key.
 pub fn flags_label(key: &WireKey) -> &'static str {
     FLAGS[usize::from(key.ack != 0)]
 }
 
-/// (interface, family, flags) → exact count.
-pub type Counts = BTreeMap<(String, Family, &'static str), u64>;
+/// (interface, direction, family, flags) → exact count.
+pub type Counts = BTreeMap<(String, &'static str, Family, &'static str), u64>;
 
-/// (family, flags) → count of RSTs no interface could be told for.
-pub type Unattributed = BTreeMap<(Family, &'static str), u64>;
+/// (direction, family, flags) → count of RSTs no interface could be told for.
+pub type Unattributed = BTreeMap<(&'static str, Family, &'static str), u64>;
 
-/// The ingress counters of one slot (or of the unattributed array), by (family, flags).
+/// The counters of one slot (or of the unattributed array), by (direction, family,
+/// flags).
 fn slot_counts(
     values: &[u64],
     slot: u32,
-) -> impl Iterator<Item = (Family, &'static str, u64)> + '_ {
-    Family::ALL.iter().enumerate().flat_map(move |(v6, fam)| {
-        FLAGS.iter().enumerate().map(move |(ack, flags)| {
-            let i = wire_slot_index(slot, DIR_INGRESS, v6 as u32, ack as u32) as usize;
-            (*fam, *flags, values.get(i).copied().unwrap_or(0))
+) -> impl Iterator<Item = (&'static str, Family, &'static str, u64)> + '_ {
+    [DIR_INGRESS, DIR_EGRESS].into_iter().flat_map(move |dir| {
+        Family::ALL.iter().enumerate().flat_map(move |(v6, fam)| {
+            FLAGS.iter().enumerate().map(move |(ack, flags)| {
+                let i = wire_slot_index(slot, dir, v6 as u32, ack as u32) as usize;
+                (
+                    direction_label(dir),
+                    *fam,
+                    *flags,
+                    values.get(i).copied().unwrap_or(0),
+                )
+            })
         })
     })
 }
@@ -63,19 +82,21 @@ pub fn collect(maps: &WireMaps, ncpus: usize, ifnames: &BTreeMap<u32, String>) -
         let Some(iface) = ifnames.get(ifindex) else {
             continue;
         };
-        for (fam, flags, v) in slot_counts(&values, *slot) {
-            *out.entry((iface.clone(), fam, flags)).or_default() += v;
+        for (dir, fam, flags, v) in slot_counts(&values, *slot) {
+            *out.entry((iface.clone(), dir, fam, flags)).or_default() += v;
         }
     }
     for (k, v) in percpu_sums(&maps.overflow, ncpus) {
         let (Some(fam), Some(iface)) = (Family::from_raw(k.family), ifnames.get(&k.ifindex)) else {
             continue;
         };
-        if k.direction != DIR_INGRESS {
-            continue;
-        }
-        *out.entry((iface.clone(), fam, flags_label(&k)))
-            .or_default() += v;
+        *out.entry((
+            iface.clone(),
+            direction_label(k.direction),
+            fam,
+            flags_label(&k),
+        ))
+        .or_default() += v;
     }
     out
 }
@@ -84,8 +105,8 @@ pub fn collect(maps: &WireMaps, ncpus: usize, ifnames: &BTreeMap<u32, String>) -
 pub fn collect_unattributed(maps: &WireMaps, ncpus: usize) -> Unattributed {
     let values = percpu_array_sums(&maps.unattributed, WIRE_SLOT_COUNTERS, ncpus);
     slot_counts(&values, 0)
-        .filter(|(_, _, v)| *v > 0)
-        .map(|(f, fl, v)| ((f, fl), v))
+        .filter(|(_, _, _, v)| *v > 0)
+        .map(|(d, f, fl, v)| ((d, f, fl), v))
         .collect()
 }
 
@@ -95,30 +116,32 @@ pub fn collect_unattributed(maps: &WireMaps, ncpus: usize) -> Unattributed {
 pub fn family(snap: &Snapshot) -> FamilyBuilder<'_> {
     let mut wire = FamilyBuilder::new(
         METRIC,
-        "TCP RST segments seen by XDP on ingress of each monitored interface (exact, never sampled).",
+        "TCP RST segments seen on each monitored interface, by XDP on ingress and by TC on egress (exact, never sampled).",
         Kind::Counter,
-        &["interface", "family", "flags"],
+        &["interface", "family", "flags", "direction"],
     );
-    // Keyed in label-name order (family, flags, interface), so the samples come out
-    // already sorted.
-    let mut values: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+    // Keyed in label-name order (direction, family, flags, interface), so the samples
+    // come out already sorted.
+    let mut values: BTreeMap<(&str, &str, &str, &str), u64> = BTreeMap::new();
     for (iface, _) in &snap.interfaces {
-        for fam in Family::ALL {
-            for flags in FLAGS {
-                values.insert((fam.label(), flags, iface.as_str()), 0);
+        for dir in DIRECTIONS {
+            for fam in Family::ALL {
+                for flags in FLAGS {
+                    values.insert((dir, fam.label(), flags, iface.as_str()), 0);
+                }
             }
         }
     }
-    for ((iface, fam, flags), v) in &snap.wire {
-        if let Some(slot) = values.get_mut(&(fam.label(), flags, iface.as_str())) {
+    for ((iface, dir, fam, flags), v) in &snap.wire {
+        if let Some(slot) = values.get_mut(&(*dir, fam.label(), flags, iface.as_str())) {
             *slot += *v;
         }
     }
-    for ((fam, flags), v) in &snap.wire_unattributed {
-        *values.entry((fam.label(), flags, OTHER)).or_default() += *v;
+    for ((dir, fam, flags), v) in &snap.wire_unattributed {
+        *values.entry((*dir, fam.label(), flags, OTHER)).or_default() += *v;
     }
-    for ((fam, flags, iface), v) in values {
-        wire.add(&[iface, fam, flags], v);
+    for ((dir, fam, flags, iface), v) in values {
+        wire.add(&[iface, fam, flags, dir], v);
     }
     wire
 }
@@ -138,7 +161,10 @@ pub fn present(p: &Presenter, w: &WireEvent) -> Sample {
         dport: w.dport,
         interface: Some(p.ifname(w.ifindex)),
         rst_flags: Some(flags_str(w.tcp_flags)),
-        origin: None,
+        origin: (w.direction == DIR_EGRESS)
+            .then(|| super::egress::origin_label(w.origin))
+            .flatten(),
+        wire_direction: Some(direction_label(w.direction)),
         trigger_flags: None,
         seq: Some(w.seq),
         ack: Some(w.ack),

@@ -71,3 +71,20 @@ pub fn assert_delta(
     println!("{ctx}: {series} +{got}");
     assert_eq!(got, want, "{ctx}: {series} grew by {got}, want {want}");
 }
+
+/// The sum over every series named `name` having (at least) `labels` of its growth
+/// between two scrapes (a series new in `after` counts from 0).
+pub fn sum_delta(after: &Metrics, before: &Metrics, name: &str, labels: &[(&str, &str)]) -> i64 {
+    after
+        .matching(name, labels)
+        .into_iter()
+        .map(|(s, v)| {
+            let l: Vec<(&str, &str)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            v as i64 - before.get(name, &l).unwrap_or(0.0) as i64
+        })
+        .sum()
+}
