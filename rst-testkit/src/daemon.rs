@@ -59,6 +59,8 @@ pub struct Rstmon {
     capture_stderr: bool,
     cpu: Option<usize>,
     start_timeout: Duration,
+    /// Ready when a plain GET of this path answers this status.
+    ready: (String, u16),
 }
 
 impl Rstmon {
@@ -75,7 +77,15 @@ impl Rstmon {
             capture_stderr: true,
             cpu: None,
             start_timeout: START_TIMEOUT,
+            ready: ("/metrics".into(), 200),
         }
+    }
+
+    /// Ready once a plain HTTP GET of `path` answers `status` (default `/metrics`, 200):
+    /// another telemetry path, 401 with basic auth, 400 from a TLS listener.
+    pub fn ready_when(mut self, path: &str, status: u16) -> Self {
+        self.ready = (path.into(), status);
+        self
     }
 
     /// The binary.
@@ -213,7 +223,7 @@ impl Rstmon {
             pid,
             stderr,
         };
-        d.wait_ready(self.start_timeout)?;
+        d.wait_ready(&self.ready, self.start_timeout)?;
         // `ip netns exec` execs the program, so this PID is rstmon itself and signals
         // reach it directly.
         let comm = d.proc().comm();
@@ -301,7 +311,7 @@ impl<'a> Daemon<'a> {
         }
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> io::Result<()> {
+    fn wait_ready(&mut self, (path, status): &(String, u16), timeout: Duration) -> io::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.exited() {
@@ -310,8 +320,8 @@ impl<'a> Daemon<'a> {
                     self.finish_stderr()
                 )));
             }
-            let last = match http_get(self.ns, self.listen, "/metrics") {
-                Ok(r) if r.status == 200 => return Ok(()),
+            let last = match http_get(self.ns, self.listen, path) {
+                Ok(r) if r.status == *status => return Ok(()),
                 Ok(r) => format!("HTTP {}", r.status),
                 Err(e) => e.to_string(),
             };
@@ -319,7 +329,7 @@ impl<'a> Daemon<'a> {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
-                        "rstmon did not answer /metrics on {} within {timeout:?} (last: {last}); stderr:\n{}",
+                        "rstmon did not answer {path} with {status} on {} within {timeout:?} (last: {last}); stderr:\n{}",
                         self.listen,
                         self.stderr()
                     ),
