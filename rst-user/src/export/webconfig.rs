@@ -307,6 +307,14 @@ mod tests {
         assert!(!auth.check(Some(header("bob", "secret").as_bytes())));
         assert!(!auth.check(Some(b"Bearer x")));
         assert!(!auth.check(None));
+        // htpasswd's `$2y$` hashes (exporter-toolkit's own example) are accepted.
+        assert_eq!(bcrypt::verify("fakepassword", FAKE_HASH).ok(), Some(true));
+        let c = parse(&format!("basic_auth_users:\n  u: '{FAKE_HASH}'\n")).unwrap();
+        assert!(
+            c.auth
+                .unwrap()
+                .check(Some(header("u", "fakepassword").as_bytes()))
+        );
     }
 
     #[test]
