@@ -302,6 +302,55 @@ fn tls_client_certificates_are_verified() {
     d.stop();
 }
 
+/// A renewed certificate (both files rewritten, signed by another CA) is served from
+/// the next connection on, without a restart; a broken pair written after it is
+/// refused and the last good certificate stays.
+#[test]
+fn tls_certificate_files_are_reloaded_when_they_change() {
+    let dir = TempDir::new("reload");
+    let (ca1, cert1, key1, _, _) = pki();
+    let (ca2, cert2, key2, _, _) = pki();
+    dir.write("server.crt", &cert1);
+    dir.write("server.key", &key1);
+    let config = dir.write(
+        "web.yml",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    );
+    let ns = ns();
+    let d = rstmon()
+        .listen(LISTEN)
+        .args([OsStr::new("--web.config.file"), config.as_os_str()])
+        .ready_when("/metrics", 400)
+        .start(&ns);
+    assert_eq!(https(&ns, LISTEN, &ca1, None, "/", "").unwrap().status, 200);
+    assert!(
+        https(&ns, LISTEN, &ca2, None, "/", "").is_err(),
+        "CA 2 trusted before"
+    );
+    dir.write("server.crt", &cert2);
+    dir.write("server.key", &key2);
+    assert_eq!(
+        https(&ns, LISTEN, &ca2, None, "/", "")
+            .expect("the renewed certificate")
+            .status,
+        200
+    );
+    assert!(
+        https(&ns, LISTEN, &ca1, None, "/", "").is_err(),
+        "old certificate still served"
+    );
+    // A key that does not belong to the certificate: refused, the last good pair stays.
+    dir.write("server.key", &key1);
+    assert_eq!(https(&ns, LISTEN, &ca2, None, "/", "").unwrap().status, 200);
+    let text = d.stderr();
+    assert!(text.contains("TLS certificate reloaded"), "{text}");
+    assert!(
+        text.contains("still serving the previous certificate"),
+        "{text}"
+    );
+    d.stop();
+}
+
 /// A web configuration file that cannot be used stops the daemon at start: non-zero
 /// exit, one line naming the file and the problem.
 #[test]

@@ -1,21 +1,26 @@
 //! The `tls_server_config` section of the web configuration file
 //! ([`super::webconfig`]) as a rustls server configuration (ring backend; TLS 1.2 and
-//! 1.3, HTTP/1.1 by ALPN).
+//! 1.3, HTTP/1.1 by ALPN). A certificate and key read from files are read again when
+//! either file changes (checked at each handshake, as exporter-toolkit re-reads them),
+//! so a renewed certificate is served without a restart.
 
 use std::{
     fs,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
+    time::SystemTime,
 };
 
 use rustls::{
     RootCertStore, ServerConfig, SupportedProtocolVersion,
     crypto::{CryptoProvider, ring},
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
-    server::WebPkiClientVerifier,
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    sign::CertifiedKey,
     version::{TLS12, TLS13},
 };
 use serde::Deserialize;
+use tracing::{info, warn};
 
 /// `tls_server_config`, with exporter-toolkit's names.
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +72,66 @@ fn version(s: &str) -> Result<&'static SupportedProtocolVersion, String> {
     }
 }
 
+/// A certificate chain and its key from PEM, checked against each other.
+fn certified_key(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls_server_config: certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("tls_server_config: no PEM certificate in cert/cert_file".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("tls_server_config: private key: {e}"))?;
+    CertifiedKey::from_der(chain, key, provider)
+        .map_err(|e| format!("tls_server_config: certificate and key: {e}"))
+}
+
+/// What tells a file changed: modification time and length.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The server's certificate, read again from its files when they change.
+#[derive(Debug)]
+struct Reloading {
+    provider: Arc<CryptoProvider>,
+    /// `cert_file` and `key_file`; `None` for inline PEM (never reloaded).
+    files: Option<(PathBuf, PathBuf)>,
+    /// The key served, and the files' stamps when it was read (or last tried).
+    current: Mutex<(Arc<CertifiedKey>, (Stamp, Stamp))>,
+}
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cert, key)) = &self.files {
+            let now = (stamp(cert), stamp(key));
+            if now != current.1 {
+                current.1 = now;
+                let loaded = fs::read(cert)
+                    .and_then(|c| fs::read(key).map(|k| (c, k)))
+                    .map_err(|e| format!("tls_server_config: {e}"))
+                    .and_then(|(c, k)| certified_key(&c, &k, &self.provider));
+                match loaded {
+                    Ok(k) => {
+                        info!(cert = %cert.display(), "TLS certificate reloaded");
+                        current.0 = Arc::new(k);
+                    }
+                    Err(e) => warn!("{e}; still serving the previous certificate"),
+                }
+            }
+        }
+        Some(current.0.clone())
+    }
+}
+
 impl TlsFile {
     /// Whether anything that turns TLS on is set (exporter-toolkit's `IsEnabled`): an
     /// empty section means plain HTTP.
@@ -98,18 +163,23 @@ impl TlsFile {
         {
             return Err("tls_server_config: client_allowed_sans is not supported by rstmon".into());
         }
+        let provider = Arc::new(self.provider()?);
+        let files = match (&self.cert, &self.key, &self.cert_file, &self.key_file) {
+            (None, None, Some(c), Some(k)) => Some((dir.join(c), dir.join(k))),
+            _ => None,
+        };
+        // Stamped before reading: a change in between is read again at the first handshake.
+        let stamps = files
+            .as_ref()
+            .map_or((None, None), |(c, k)| (stamp(c), stamp(k)));
         let cert_pem = pem(&self.cert, &self.cert_file, dir, "cert")?.unwrap_or_default();
         let key_pem = pem(&self.key, &self.key_file, dir, "key")?.unwrap_or_default();
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("tls_server_config: certificate: {e}"))?;
-        if chain.is_empty() {
-            return Err("tls_server_config: no PEM certificate in cert/cert_file".into());
-        }
-        let key = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| format!("tls_server_config: private key: {e}"))?;
-
-        let provider = Arc::new(self.provider()?);
+        let certified = Arc::new(certified_key(&cert_pem, &key_pem, &provider)?);
+        let resolver = Arc::new(Reloading {
+            provider: provider.clone(),
+            files,
+            current: Mutex::new((certified, stamps)),
+        });
         let min = version(self.min_version.as_deref().unwrap_or("TLS12"))?;
         let max = version(self.max_version.as_deref().unwrap_or("TLS13"))?;
         let versions: Vec<&'static SupportedProtocolVersion> = match (min.version, max.version) {
@@ -168,9 +238,7 @@ impl TlsFile {
             }
             other => return Err(format!("tls_server_config: invalid ClientAuth: {other}")),
         };
-        let mut config = builder
-            .with_single_cert(chain, key)
-            .map_err(|e| format!("tls_server_config: certificate and key: {e}"))?;
+        let mut config = builder.with_cert_resolver(resolver);
         config.ignore_client_order = self.prefer_server_cipher_suites.unwrap_or(true);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Some(Arc::new(config)))

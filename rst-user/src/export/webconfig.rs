@@ -20,7 +20,8 @@
 //!   prometheus: $2y$10$...    # bcrypt (htpasswd -nBC 10 "" | tr -d ':\n')
 //! ```
 //!
-//! The file is read once, at start. What rstmon cannot honour is an error naming it,
+//! The file is read once, at start; the certificate and key files are read again when
+//! they change ([`super::tls`]). What rstmon cannot honour is an error naming it,
 //! never silently ignored: `client_allowed_sans`, the client-auth policies that accept
 //! unverified certificates (`RequestClientCert`, `RequireAnyClientCert`), `rate_limit`.
 
