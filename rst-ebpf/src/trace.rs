@@ -8,9 +8,10 @@
 //! `TP_fast_assign` (include/trace/events/tcp.h) fills it:
 //!
 //! * `tcp_send_reset(sk, skb[, reason])`: state `sk ? sk->sk_state : 0`; addresses and
-//!   ports from the socket (local first) when it is a full socket, else from the
-//!   triggering segment's IP and TCP headers, reversed (local = the segment's
-//!   destination);
+//!   ports from the socket (local first) when it is a full socket other than a
+//!   listener, else from the triggering segment's IP and TCP headers, reversed (local =
+//!   the segment's destination) — the kernel's own record shows a listener's zero peer;
+//!   rstmon shows the connection the reset belongs to;
 //! * `tcp_receive_reset(sk)`: addresses and ports from the socket.
 //!
 //! `rstmon_send_reset` also announces each passive reset (one answering a segment) in
@@ -248,9 +249,16 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
                 debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read sk_flags/sk_lingertime of sk {:x}", sk);
             }
         }
-        match kread::<u16>(sk, o.sk_family) {
-            Some(af) => (af, Source::Sock { sk, af }),
-            None => {
+        // A listener's peer is 0.0.0.0:0: the reset answers a segment (an ACK that no
+        // request matches), whose addresses are the connection's.
+        let trigger = match &seg {
+            Some(s) if state == state::LISTEN => segment_source(skb, s, &o),
+            _ => None,
+        };
+        match (trigger, kread::<u16>(sk, o.sk_family)) {
+            (Some(x), _) => x,
+            (None, Some(af)) => (af, Source::Sock { sk, af }),
+            (None, None) => {
                 stat_add(Stat::ReadErrors);
                 debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the family of sk {:x}", sk);
                 (0, Source::None)

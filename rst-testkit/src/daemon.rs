@@ -61,6 +61,8 @@ pub struct Rstmon {
     cpu: Option<usize>,
     start_timeout: Duration,
     quiet_start: bool,
+    /// Ready when a plain GET of this path answers this status.
+    ready: (String, u16),
 }
 
 impl Rstmon {
@@ -78,7 +80,15 @@ impl Rstmon {
             cpu: None,
             start_timeout: START_TIMEOUT,
             quiet_start: false,
+            ready: ("/metrics".into(), 200),
         }
+    }
+
+    /// Ready once a plain HTTP GET of `path` answers `status` (default `/metrics`, 200):
+    /// another telemetry path, 401 with basic auth, 400 from a TLS listener.
+    pub fn ready_when(mut self, path: &str, status: u16) -> Self {
+        self.ready = (path.into(), status);
+        self
     }
 
     /// The binary.
@@ -223,7 +233,7 @@ impl Rstmon {
             pid,
             stderr,
         };
-        d.wait_ready(self.start_timeout, self.quiet_start)?;
+        d.wait_ready(&self.ready, self.start_timeout, self.quiet_start)?;
         // `ip netns exec` execs the program, so this PID is rstmon itself and signals
         // reach it directly.
         let comm = d.proc().comm();
@@ -311,7 +321,12 @@ impl<'a> Daemon<'a> {
         }
     }
 
-    fn wait_ready(&mut self, timeout: Duration, quiet: bool) -> io::Result<()> {
+    fn wait_ready(
+        &mut self,
+        (path, status): &(String, u16),
+        timeout: Duration,
+        quiet: bool,
+    ) -> io::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.exited() {
@@ -323,8 +338,8 @@ impl<'a> Daemon<'a> {
             let last = if quiet && !listening(self.ns, self.listen) {
                 "not listening yet".to_string()
             } else {
-                match http_get(self.ns, self.listen, "/metrics") {
-                    Ok(r) if r.status == 200 => return Ok(()),
+                match http_get(self.ns, self.listen, path) {
+                    Ok(r) if r.status == *status => return Ok(()),
                     Ok(r) => format!("HTTP {}", r.status),
                     Err(e) => e.to_string(),
                 }
@@ -333,7 +348,7 @@ impl<'a> Daemon<'a> {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
-                        "rstmon did not answer /metrics on {} within {timeout:?} (last: {last}); stderr:\n{}",
+                        "rstmon did not answer {path} with {status} on {} within {timeout:?} (last: {last}); stderr:\n{}",
                         self.listen,
                         self.stderr()
                     ),

@@ -242,12 +242,33 @@ fn exposition_complete_from_start_and_landing_page() {
         Some(env!("CARGO_PKG_VERSION")),
         "{s}"
     );
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    assert_eq!(
-        s.labels.get("kernel").map(String::as_str),
-        Some(release.trim()),
-        "{s}"
+    let rev = s.labels.get("revision").map(String::as_str).unwrap_or("");
+    assert!(
+        rev == "unknown" || (rev.len() == 12 && rev.chars().all(|c| c.is_ascii_hexdigit())),
+        "{s}: revision is a short git hash"
     );
+    assert!(
+        s.labels
+            .get("rustc")
+            .is_some_and(|r| r.starts_with("rustc 1.")),
+        "{s}: rustc"
+    );
+    let kernel = m.matching("rstmon_kernel_info", &[]);
+    assert_eq!(
+        kernel.len(),
+        1,
+        "want one rstmon_kernel_info, got {kernel:?}"
+    );
+    let (s, v) = kernel[0];
+    assert_eq!(v, 1.0, "{s} = {v}");
+    for (label, file) in [("release", "osrelease"), ("version", "version")] {
+        let want = std::fs::read_to_string(format!("/proc/sys/kernel/{file}")).unwrap_or_default();
+        assert_eq!(
+            s.labels.get(label).map(String::as_str),
+            Some(want.trim()),
+            "{s}"
+        );
+    }
 
     let xdp = m.matching("rstmon_xdp_attached", &[]);
     assert_eq!(

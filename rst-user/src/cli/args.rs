@@ -1,27 +1,58 @@
 //! Command-line types (clap).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::{attach::XdpModeArg, export::http};
+use crate::{
+    attach::XdpModeArg,
+    export::{
+        http, info,
+        listen::{self, ListenAddr},
+    },
+};
 
-/// Default `--web.listen-address`: all addresses, port 9745.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:9745";
+/// Default `--web.listen-address`: every IPv4 and IPv6 address, port 9745.
+pub const DEFAULT_LISTEN: &str = ":9745";
 
 #[derive(Parser)]
 #[command(
     name = "rstmon",
-    version,
+    version = info::SHORT_VERSION,
+    long_version = info::LONG_VERSION,
     about = "TCP reset monitor: counts, classifies and exports every RST"
 )]
 pub struct Cli {
-    /// Log filter (tracing env-filter syntax), e.g. `info`, `rstmon=debug`;
+    /// Log filter: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) and/or
+    /// `TARGET=LEVEL` directives, comma-separated, e.g. `info,rstmon=debug`;
     /// `rstmon::ebpf=debug` also turns on the kernel programs' diagnostics.
-    #[arg(long, global = true, env = "RSTMON_LOG", default_value = "info")]
+    /// `--log.level` is the same flag.
+    #[arg(
+        long,
+        alias = "log.level",
+        global = true,
+        env = "RSTMON_LOG",
+        default_value = "info"
+    )]
     pub log: String,
+    /// Log line format: `text`, or `json` (one JSON object per line).
+    #[arg(
+        long = "log.format",
+        global = true,
+        env = "RSTMON_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub cmd: Cmd,
+}
+
+/// `--log.format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -61,9 +92,18 @@ pub struct Common {
 pub struct RunArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Address to serve /metrics on, ADDR:PORT or :PORT.
-    #[arg(long = "web.listen-address", value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
-    pub listen: SocketAddr,
+    /// Address to serve the metrics on, repeatable: `:PORT` (every IPv4 and IPv6
+    /// address), `ADDR:PORT`, `[V6ADDR]:PORT`, or `HOST:PORT` (every address the name
+    /// resolves to at start).
+    #[arg(long = "web.listen-address", value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN, value_parser = listen::parse, action = ArgAction::Append)]
+    pub listen: Vec<ListenAddr>,
+    /// Path under which the metrics are served.
+    #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics", value_parser = parse_path)]
+    pub telemetry_path: String,
+    /// exporter-toolkit web configuration file (YAML): TLS certificate and key,
+    /// client certificates, basic-auth users with bcrypt hashes, extra headers.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
     /// Time a client has to send a request's head (request line and headers), from its
     /// first byte, or from the connect for a connection's first request; then the
     /// connection is closed. `10s`, `500ms`, `2m`.
@@ -88,12 +128,12 @@ pub struct WatchArgs {
     pub json: bool,
 }
 
-fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
+fn parse_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && !s.contains(['?', '#']) && !s.chars().any(char::is_whitespace) {
+        Ok(s.to_string())
     } else {
-        s.to_string()
-    };
-    full.parse()
-        .map_err(|_| format!("`{s}` is not ADDR:PORT (e.g. 0.0.0.0:9745, [::]:9745 or :9745)"))
+        Err(format!(
+            "`{s}` is not a URL path (it must start with `/`, e.g. /metrics)"
+        ))
+    }
 }

@@ -19,27 +19,53 @@ use crate::{
     attach::{Config, XdpModeArg},
     kernel::caps,
 };
-use args::{Cli, Cmd, Common};
+use args::{Cli, Cmd, Common, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+/// Levels a bare directive may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Parses `--log` / `RSTMON_LOG`. Stricter than tracing's own parser, which takes a
+/// bare word for a target: a directive without `=` must be a level, so that a typo
+/// (`debg`) is an error rather than a filter that logs nothing.
+pub fn log_filter(spec: &str) -> Result<EnvFilter, String> {
+    for d in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains('=')
+            && !d.contains('[')
+            && !LEVELS.contains(&d.to_ascii_lowercase().as_str())
+        {
+            return Err(format!(
+                "`{d}` is not a level ({}); a target needs one, e.g. `{d}=debug`",
+                LEVELS.join(", ")
+            ));
+        }
+        d.parse::<tracing_subscriber::filter::Directive>()
+            .map_err(|e| format!("`{d}`: {e}"))?;
+    }
+    EnvFilter::builder().parse(spec).map_err(|e| format!("{e}"))
+}
 
 /// The `rstmon` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+    let filter = match log_filter(&cli.log) {
         Ok(f) => f,
         Err(e) => {
             eprintln!(
-                "rstmon: bad log filter `{}` (--log / RSTMON_LOG): {e}; e.g. `info`, `rstmon=debug`",
+                "rstmon: bad log filter `{}` (--log / RSTMON_LOG): {e}",
                 cli.log
             );
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match cli.cmd {
         Cmd::Check => {
             let items = check::run();
@@ -135,4 +161,34 @@ pub(crate) async fn shut_down(
         .context("ring buffer")?;
     drop(programs);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn log_filters() {
+        for ok in [
+            "info",
+            "",
+            "warn,rstmon=debug",
+            "rstmon::ebpf=debug",
+            "OFF",
+            "hyper=trace,info",
+        ] {
+            assert!(log_filter(ok).is_ok(), "{ok:?}: {:?}", log_filter(ok).err());
+        }
+        for (bad, names) in [
+            ("debg", "`debg`"),
+            ("info,rstmon=lots", "`rstmon=lots`"),
+            ("rstmon", "`rstmon`"),
+        ] {
+            let e = log_filter(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(e.contains(names), "{bad:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
 }

@@ -1,11 +1,7 @@
 //! `rstmon run`: the daemon and exporter.
 
-use std::{
-    io,
-    sync::{Arc, Mutex, atomic::Ordering},
-};
+use std::sync::{Arc, Mutex, atomic::Ordering};
 
-use anyhow::anyhow;
 use tokio::sync::watch;
 use tracing::info;
 
@@ -13,7 +9,7 @@ use super::{args::RunArgs, config, require_privileges, shut_down, shutdown_signa
 use crate::{
     attach::{Monitor, controller::Controller, select::Selection},
     drain,
-    export::{http, server},
+    export::{http, listen, server, webconfig::WebConfig},
     kernel,
     sources::Event,
 };
@@ -21,15 +17,13 @@ use crate::{
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     require_privileges()?;
     let selection = Selection::new(&args.common.interfaces)?;
+    let mut web = match &args.web_config {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::default(),
+    };
+    let tls = web.tls.take();
     http::raise_nofile_limit();
-    let listener = http::bind(args.listen).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            anyhow!("cannot listen on {}: address already in use", args.listen)
-        } else {
-            anyhow!("cannot listen on {}: {e}", args.listen)
-        }
-    })?;
-    let bound = listener.local_addr().unwrap_or(args.listen);
+    let listeners = listen::bind_all(&args.listen)?;
     let monitor = Monitor::start(&config(&args.common))?;
     let (mut programs, events, counters) = monitor.split();
     let logger = programs.take_logger();
@@ -53,6 +47,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         trace_received: Default::default(),
         decode_errors: Default::default(),
         http: Default::default(),
+        telemetry_path: args.telemetry_path.clone(),
+        web,
+        scrapes: Default::default(),
+        fail_render_file: std::env::var_os(server::FAIL_RENDER_ENV).map(Into::into),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_shared = shared.clone();
@@ -68,13 +66,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(drain::forward_kernel_log(logger, stop_rx.clone()));
     }
     let follower = tokio::spawn(controller.run(stop_rx));
-    info!(address = %bound, "serving /metrics");
+    for l in &listeners {
+        if let Ok(bound) = l.local_addr() {
+            info!(address = %bound, tls = tls.is_some(), "serving {}", args.telemetry_path);
+        }
+    }
     let limits = http::Limits {
         read_header_timeout: args.read_header_timeout,
         idle_timeout: args.idle_timeout,
         max_connections: args.max_connections as usize,
     };
-    server::serve(listener, shared, limits, shutdown_signal()).await;
+    server::serve(listeners, shared, tls, limits, shutdown_signal()).await;
     shut_down(stop_tx, follower, drainer).await?;
     info!("detached; bye");
     Ok(())

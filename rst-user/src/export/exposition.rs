@@ -127,11 +127,28 @@ impl Snapshot {
         reason.add(&[], f64::from(u8::from(self.reason_supported)));
         let mut info = FamilyBuilder::new(
             "rstmon_build_info",
-            "rstmon version and the running kernel; always 1.",
+            "rstmon's version, the git revision it was built from and the rustc that built it; always 1.",
             GAUGE,
-            &["version", "kernel"],
+            &["version", "revision", "rustc"],
         );
-        info.add(&[self.version.as_str(), self.kernel_release.as_str()], 1.0);
+        info.add(
+            &[
+                self.version.as_str(),
+                self.revision.as_str(),
+                self.rustc.as_str(),
+            ],
+            1.0,
+        );
+        let mut kernel = FamilyBuilder::new(
+            "rstmon_kernel_info",
+            "The running kernel: its release (uname -r) and version (uname -v); always 1.",
+            GAUGE,
+            &["release", "version"],
+        );
+        kernel.add(
+            &[self.kernel_release.as_str(), self.kernel_version.as_str()],
+            1.0,
+        );
 
         families.extend([
             dropped,
@@ -145,6 +162,7 @@ impl Snapshot {
             misses,
             reason,
             info,
+            kernel,
         ]);
         families.retain(|f| !f.is_empty());
         families.sort_by_key(|f| f.name());
@@ -176,7 +194,10 @@ mod tests {
             ],
             reason_supported: true,
             version: "0.1.0".into(),
+            revision: "0123456789ab".into(),
+            rustc: "rustc 1.95.0 (59807616e 2026-04-14)".into(),
             kernel_release: "6.18.0".into(),
+            kernel_version: "#1 SMP PREEMPT_DYNAMIC Debian 6.18.0-1".into(),
             ..Default::default()
         };
         s.sent.insert((SendCause::NoListener, Family::Ipv4), 3);

@@ -25,6 +25,12 @@
 //!   connections between requests are closed at once and requests in progress finish
 //!   (for at most [`SHUTDOWN_GRACE`]).
 //!
+//! * **TLS** (`tls_server_config` of `--web.config.file`): the handshake is part of the
+//!   first request's head and has its deadline; a client that sends plain HTTP to a TLS
+//!   listener is answered `400` (as Go's server does) and closed.
+//! * **Several listeners** (`--web.listen-address` repeated) share one accept loop, one
+//!   cap and one set of counters.
+//!
 //! [`HttpStats`] counts all of it for the exposition.
 
 use std::{
@@ -50,11 +56,12 @@ use hyper::{Request, Response, body::Incoming, server::conn::http1, service::ser
 use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf},
-    net::{TcpListener, TcpSocket, TcpStream},
+    net::{TcpListener, TcpStream},
     sync::{Notify, OwnedSemaphorePermit, Semaphore, watch},
     task::JoinSet,
     time::{Instant, sleep, sleep_until},
 };
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 /// Backlog of the listening socket: connections the kernel completes before rstmon
@@ -240,18 +247,6 @@ pub fn raise_nofile_limit() {
     );
 }
 
-/// A listening socket on `addr` (SO_REUSEADDR, backlog [`LISTEN_BACKLOG`]). Must be
-/// called inside the tokio runtime.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 /// Parses a duration flag: a number and a unit, `ms`, `s`, `m` or `h` (`10s`, `1.5s`,
 /// `500ms`, `2m`); a bare number is seconds. Must be more than 0.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -276,13 +271,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Serves HTTP/1 on `listener` until `shutdown` resolves, answering every request with
-/// `handler`, under `limits` (see the module documentation), counting into `stats`.
-/// Errors from single connections or accepts are logged, never fatal.
+/// Serves HTTP/1 (over TLS with `tls`) on `listeners` until `shutdown` resolves,
+/// answering every request with `handler`, under `limits` (see the module
+/// documentation), counting into `stats`. Errors from single connections or accepts
+/// are logged, never fatal.
 pub async fn serve<H, F>(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     limits: Limits,
     stats: Arc<HttpStats>,
+    tls: Option<TlsAcceptor>,
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -293,7 +290,7 @@ pub async fn serve<H, F>(
     // A task of its own, not the caller's future: the scheduler then runs it in turn
     // with the connections' tasks (a current-thread runtime polls the future it blocks
     // on ahead of every batch of tasks).
-    let accepting = tokio::spawn(accept_loop(listener, limits, stats, handler, stop_rx));
+    let accepting = tokio::spawn(accept_loop(listeners, limits, stats, tls, handler, stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
     if let Err(e) = accepting.await {
@@ -307,10 +304,31 @@ pub async fn serve<H, F>(
 /// (which could be neither evicted nor answered: new ones would be rejected).
 const ACCEPT_BATCH: usize = 16;
 
+/// The next connection of any of `listeners`, looked at in turn from `*next` so that
+/// none starves the others.
+async fn accept_any(
+    listeners: &[TcpListener],
+    next: &mut usize,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        let n = listeners.len();
+        for k in 0..n {
+            let i = (*next + k) % n;
+            if let Poll::Ready(r) = listeners[i].poll_accept(cx) {
+                *next = (i + 1) % n;
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 async fn accept_loop<H, F>(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     limits: Limits,
     stats: Arc<HttpStats>,
+    tls: Option<TlsAcceptor>,
     handler: H,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -323,6 +341,7 @@ async fn accept_loop<H, F>(
     let mut tasks = JoinSet::new();
     let mut warned: Option<Instant> = None;
     let mut accepted_in_a_row = 0;
+    let mut next = 0;
     loop {
         while tasks.try_join_next().is_some() {}
         accepted_in_a_row += 1;
@@ -333,7 +352,7 @@ async fn accept_loop<H, F>(
         let accepted = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            r = listener.accept() => r,
+            r = accept_any(&listeners, &mut next) => r,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -363,11 +382,12 @@ async fn accept_loop<H, F>(
             conn,
             leave,
             limits,
+            tls.clone(),
             handler.clone(),
             stop.clone(),
         ));
     }
-    drop(listener);
+    drop(listeners);
     let open = tasks.len();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
@@ -473,13 +493,18 @@ fn abort_on_close(fd: RawFd) {
     };
 }
 
-/// Drives one connection: hyper's HTTP/1 state machine, this connection's deadline,
-/// eviction and shutdown.
+/// What a client that speaks plain HTTP to a TLS listener is told (Go's words).
+const PLAIN_TO_TLS: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// Drives one connection: the TLS handshake if any, then hyper's HTTP/1 state machine,
+/// this connection's deadline, eviction and shutdown.
 async fn drive<H, F>(
     stream: TcpStream,
     conn: Arc<Conn>,
     leave: Leave,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     handler: H,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -488,10 +513,69 @@ async fn drive<H, F>(
 {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
-    let io = TokioIo::new(Tracked {
+    let tracked = Tracked {
         io: stream,
         conn: conn.clone(),
-    });
+    };
+    let Some(acceptor) = tls else {
+        return http_conn(tracked, fd, conn, leave, limits, handler, stop).await;
+    };
+    // The handshake counts as the first request's head: same deadline.
+    let head_deadline = Instant::now() + limits.read_header_timeout;
+    let handshake = async {
+        let mut first = [0u8; 1];
+        match tracked.io.peek(&mut first).await {
+            // A TLS record starts with its content type, 22 for a handshake.
+            Ok(1) if first[0] == 0x16 => {}
+            Ok(1) => {
+                let mut io = tracked.io;
+                let _ = io.write_all(PLAIN_TO_TLS).await;
+                let _ = io.shutdown().await;
+                debug!("HTTP: plain HTTP on a TLS listener answered 400");
+                return None;
+            }
+            _ => return None,
+        }
+        match acceptor.accept(tracked).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                debug!("TLS handshake: {e}");
+                None
+            }
+        }
+    };
+    let io = tokio::select! {
+        biased;
+        io = handshake => io,
+        () = conn.evict.notified() => None,
+        _ = stop.changed() => None,
+        () = sleep_until(head_deadline) => {
+            leave.stats.closed(Close::HeaderTimeout).fetch_add(1, Ordering::Relaxed);
+            debug!(reason = Close::HeaderTimeout.label(), "HTTP connection closed on a timeout");
+            None
+        }
+    };
+    if let Some(io) = io {
+        http_conn(io, fd, conn, leave, limits, handler, stop).await;
+    }
+}
+
+/// hyper's HTTP/1 state machine on `io` (the connection's [`Tracked`] socket, or TLS
+/// over it), with the connection's deadline, eviction and shutdown.
+async fn http_conn<IO, H, F>(
+    io: IO,
+    fd: RawFd,
+    conn: Arc<Conn>,
+    leave: Leave,
+    limits: Limits,
+    handler: H,
+    mut stop: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let in_service = conn.clone();
     let service = service_fn(move |req| {
         in_service.on_request();
@@ -836,6 +920,11 @@ mod tests {
     };
 
     use super::*;
+    use crate::export::listen;
+
+    fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+        listen::bind(addr, false)
+    }
 
     const LIMITS: Limits = Limits {
         read_header_timeout: Duration::from_millis(300),
@@ -867,9 +956,16 @@ mod tests {
                 Response::new(Full::new(Bytes::from_static(b"ok")))
             }
         };
-        let done = tokio::spawn(serve(listener, limits, stats.clone(), handler, async {
-            let _ = stopped.await;
-        }));
+        let done = tokio::spawn(serve(
+            vec![listener],
+            limits,
+            stats.clone(),
+            None,
+            handler,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Server {
             addr,
             stats,
@@ -1082,9 +1178,10 @@ mod tests {
             async move { Response::new(Full::new(big)) }
         };
         let server = tokio::spawn(serve(
-            listener,
+            vec![listener],
             LIMITS,
             stats.clone(),
+            None,
             handler,
             std::future::pending(),
         ));

@@ -1,9 +1,17 @@
 //! Export: a [`snapshot::Snapshot`] read from the kernel maps at scrape time, its
 //! Prometheus text [`exposition`], and the HTTP [`server`] on its [`http`] connection
-//! handling.
+//! handling,
+//! with the exporter conventions around it: the web configuration file ([`webconfig`],
+//! [`tls`]), listen addresses ([`listen`]), `process_*` metrics ([`process`]) and build
+//! facts ([`info`]).
 
 pub mod exposition;
 pub mod family;
 pub mod http;
+pub mod info;
+pub mod listen;
+pub mod process;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
+pub mod webconfig;

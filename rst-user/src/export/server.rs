@@ -1,8 +1,15 @@
-//! The HTTP side: `/metrics`, a landing page at `/`, 404 elsewhere, served by
-//! [`super::http`] (timeouts, connection cap, graceful shutdown).
+//! The HTTP side: the telemetry path (`/metrics` unless `--web.telemetry-path` says
+//! otherwise), a landing page at `/`, 404 elsewhere, served by [`super::http`]
+//! (timeouts, connection cap, graceful shutdown, TLS). Around every answer: basic
+//! authentication and the extra headers of `--web.config.file` ([`WebConfig`]); a
+//! scrape is gzip-compressed when the client accepts it, answered 500 when it cannot be
+//! rendered, and counted by status code as promhttp does
+//! (`promhttp_metric_handler_requests_total{code}`).
 
 use std::{
     future::Future,
+    io::Write as _,
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -16,12 +23,16 @@ use hyper::{
     header::{self, HeaderValue},
 };
 use tokio::net::TcpListener;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{
     exposition::RenderError,
+    family::{FamilyBuilder, Kind},
     http::{self, HttpStats, Limits},
+    info,
+    process::ProcessStats,
     snapshot::{Counters, UserStats},
+    webconfig::WebConfig,
 };
 use crate::{attach::controller::SharedInterfaces, kernel::KernelLayout};
 
@@ -40,11 +51,67 @@ pub struct Shared {
     /// The HTTP server's own counters (connections open, rejected, closed), rendered
     /// after the exposition proper.
     pub http: Arc<HttpStats>,
+    /// Where the exposition is served (`--web.telemetry-path`).
+    pub telemetry_path: String,
+    /// Basic-auth users and extra headers (`--web.config.file`; TLS is the server's).
+    pub web: WebConfig,
+    /// Scrapes by outcome.
+    pub scrapes: ScrapeStats,
+    /// A testing aid: while this file exists, every render fails (see
+    /// [`FAIL_RENDER_ENV`]).
+    pub fail_render_file: Option<PathBuf>,
+}
+
+/// Names a file whose existence makes every scrape fail to render (answered 500): how
+/// the tests reach the failure path. A testing aid, not a user setting.
+pub const FAIL_RENDER_ENV: &str = "RSTMON_TEST_FAIL_RENDER_FILE";
+
+/// Scrapes of the telemetry path, as promhttp counts them.
+#[derive(Debug, Default)]
+pub struct ScrapeStats {
+    pub in_flight: AtomicU64,
+    /// Answered 200.
+    pub ok: AtomicU64,
+    /// Answered 500: the render failed.
+    pub failed: AtomicU64,
+}
+
+impl ScrapeStats {
+    /// `promhttp_metric_handler_requests_in_flight` and
+    /// `promhttp_metric_handler_requests_total{code}` (200, 500).
+    fn render(&self, out: &mut String) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut flight = FamilyBuilder::new(
+            "promhttp_metric_handler_requests_in_flight",
+            "Current number of scrapes being served.",
+            Kind::Gauge,
+            &[],
+        );
+        flight.add(&[], load(&self.in_flight));
+        flight.write(out);
+        let mut total = FamilyBuilder::new(
+            "promhttp_metric_handler_requests_total",
+            "Total number of scrapes by HTTP status code.",
+            Kind::Counter,
+            &["code"],
+        );
+        total.add(&["200"], load(&self.ok));
+        total.add(&["500"], load(&self.failed));
+        total.write(out);
+    }
 }
 
 impl Shared {
     /// Reads the maps and renders the exposition.
     pub fn render(&self) -> Result<String, RenderError> {
+        if let Some(f) = &self.fail_render_file
+            && f.exists()
+        {
+            return Err(RenderError::Failed(format!(
+                "forced: {} exists ({FAIL_RENDER_ENV})",
+                f.display()
+            )));
+        }
         let (ifnames, attached, tc_attached, skipped) = {
             let st = self.interfaces.read().unwrap_or_else(|p| p.into_inner());
             (
@@ -68,41 +135,87 @@ impl Shared {
             trace_received: self.trace_received.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
         };
-        snap.version = env!("CARGO_PKG_VERSION").to_string();
+        snap.version = info::VERSION.to_string();
+        snap.revision = info::REVISION.to_string();
+        snap.rustc = info::RUSTC.to_string();
         snap.kernel_release = self.kernel_release.clone();
+        snap.kernel_version = info::kernel_version();
         let mut text = snap.render()?;
         text.push_str(&self.http.render());
+        match ProcessStats::read() {
+            Ok(p) => p.render(&mut text),
+            Err(e) => debug!("process metrics: {e}"),
+        }
+        self.scrapes.render(&mut text);
         Ok(text)
     }
 }
 
-/// Serves `shared` on `listener` under `limits` until `shutdown` resolves.
+/// Serves `shared` on `listeners` (over TLS with `tls`) under `limits` until
+/// `shutdown` resolves.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let stats = shared.http.clone();
     http::serve(
-        listener,
+        listeners,
         limits,
         stats,
+        tls.map(tokio_rustls::TlsAcceptor::from),
         move |req| respond(shared.clone(), req),
         shutdown,
     )
     .await;
 }
 
-/// Answers one request: `GET /metrics`, `GET /`, 404 for any other path, 405 for a
-/// method other than GET and HEAD on a known one. The request body is not read.
+/// Answers one request, with the configured extra headers (see [`route`]).
 pub async fn respond<B>(shared: Arc<Shared>, req: Request<B>) -> Response<Full<Bytes>> {
+    let mut r = route(&shared, req).await;
+    for (name, value) in &shared.web.headers {
+        r.headers_mut().insert(name.clone(), value.clone());
+    }
+    r
+}
+
+/// 401 unless the request carries a configured user's credentials (only when basic-auth
+/// users are configured); then the telemetry path, `GET /`, 404 for any other path, 405
+/// for a method other than GET and HEAD on a known one. The request body is not read.
+async fn route<B>(shared: &Arc<Shared>, req: Request<B>) -> Response<Full<Bytes>> {
     let (head, body) = req.into_parts();
     drop(body);
-    let metrics = match head.uri.path() {
-        "/metrics" => true,
-        "/" => false,
-        _ => return text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+    if shared.web.auth.is_some() {
+        let given = head
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let s = shared.clone();
+        // bcrypt takes tens of milliseconds: off the runtime's thread.
+        let ok = tokio::task::spawn_blocking(move || {
+            s.web
+                .auth
+                .as_ref()
+                .is_some_and(|a| a.check(given.as_deref()))
+        })
+        .await
+        .unwrap_or(false);
+        if !ok {
+            let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized\n".into());
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+            return r;
+        }
+    }
+    let path = head.uri.path();
+    let metrics = if path == shared.telemetry_path {
+        true
+    } else if path == "/" {
+        false
+    } else {
+        return text(StatusCode::NOT_FOUND, "404 page not found\n".into());
     };
     if head.method != Method::GET && head.method != Method::HEAD {
         let mut r = text(
@@ -114,14 +227,44 @@ pub async fn respond<B>(shared: Arc<Shared>, req: Request<B>) -> Response<Full<B
         return r;
     }
     if metrics {
-        scrape(shared).await
+        scrape(shared.clone(), accepts_gzip(&head.headers)).await
     } else {
-        landing(&shared)
+        landing(shared)
     }
 }
 
-fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+/// Whether `Accept-Encoding` offers gzip (with a weight above 0).
+fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let q = parts
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .map_or(1.0, |q| q.trim().parse::<f32>().unwrap_or(0.0));
+            name.eq_ignore_ascii_case("gzip") && q > 0.0
+        })
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(body)?;
+    enc.finish()
+}
+
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -132,18 +275,41 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     response(status, "text/plain; charset=utf-8", body)
 }
 
-async fn scrape(s: Arc<Shared>) -> Response<Full<Bytes>> {
-    let rendered = tokio::task::spawn_blocking(move || s.render())
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
+/// Renders (and compresses, with `gzip`) off the runtime's thread.
+async fn scrape(s: Arc<Shared>, gzip_it: bool) -> Response<Full<Bytes>> {
+    s.scrapes.in_flight.fetch_add(1, Ordering::Relaxed);
+    let shared = s.clone();
+    let rendered = tokio::task::spawn_blocking(move || {
+        let text = shared.render().map_err(|e| e.to_string())?;
+        if gzip_it {
+            gzip(text.as_bytes())
+                .map(|z| (Bytes::from(z), true))
+                .map_err(|e| format!("compressing: {e}"))
+        } else {
+            Ok((Bytes::from(text), false))
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    s.scrapes.in_flight.fetch_sub(1, Ordering::Relaxed);
     match rendered {
-        Ok(body) => response(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            body,
-        ),
+        Ok((body, gzipped)) => {
+            s.scrapes.ok.fetch_add(1, Ordering::Relaxed);
+            let mut r = response(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            );
+            let h = r.headers_mut();
+            h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            if gzipped {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            r
+        }
         Err(e) => {
+            s.scrapes.failed.fetch_add(1, Ordering::Relaxed);
             warn!("scrape failed: {e}");
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -165,9 +331,10 @@ fn landing(s: &Shared) -> Response<Full<Bytes>> {
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>rstmon</title></head>\
          <body><h1>rstmon {}</h1><p>TCP reset monitor on Linux {}.</p>\
-         <p><a href=\"/metrics\">Metrics</a></p><h2>Monitored interfaces</h2><ul>{}</ul></body></html>\n",
-        env!("CARGO_PKG_VERSION"),
+         <p><a href=\"{}\">Metrics</a></p><h2>Monitored interfaces</h2><ul>{}</ul></body></html>\n",
+        info::VERSION,
         html_escape(&s.kernel_release),
+        html_escape(&s.telemetry_path),
         if ifaces.is_empty() {
             "<li>none (tracepoints only)</li>".to_string()
         } else {
@@ -181,4 +348,5 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -60,7 +60,13 @@ pub struct Snapshot {
     pub user: UserStats,
     pub reason_supported: bool,
     pub version: String,
+    /// Git revision of the build (`rstmon_build_info`).
+    pub revision: String,
+    /// `rustc --version` of the build.
+    pub rustc: String,
     pub kernel_release: String,
+    /// `uname -v` (`rstmon_kernel_info`).
+    pub kernel_version: String,
 }
 
 /// The wire counters' maps and who has which slot.
