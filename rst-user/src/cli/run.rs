@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::anyhow;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{args::RunArgs, config, require_privileges, shut_down, shutdown_signal, xdp_mode};
 use crate::{
@@ -16,6 +16,7 @@ use crate::{
     export::{http, server},
     kernel,
     sources::Event,
+    stream::{Encoder, server as watch_stream},
 };
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -30,6 +31,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     })?;
     let bound = listener.local_addr().unwrap_or(args.listen);
+    // The watch stream is an extra: without its socket the daemon runs on.
+    let hub = Arc::new(watch_stream::Hub::default());
+    let watch_listener = if args.watch_socket.as_os_str().is_empty() {
+        None
+    } else {
+        watch_stream::bind(&args.watch_socket)
+            .inspect_err(|e| warn!("no watch stream (--watch.socket): {e}"))
+            .ok()
+    };
     let monitor = Monitor::start(&config(&args.common))?;
     let (mut programs, events, counters) = monitor.split();
     let logger = programs.take_logger();
@@ -53,17 +63,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         trace_received: Default::default(),
         decode_errors: Default::default(),
         http: Default::default(),
+        watch: hub.stats.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_shared = shared.clone();
+    let drain_hub = hub.clone();
+    let mut encoder = Encoder::new(shared.layout.reasons.clone(), shared.interfaces.clone());
     let drainer = tokio::spawn(drain::run(events, stop_rx.clone(), move |ev| {
         let s = &drain_shared;
-        match ev {
+        match &ev {
             Ok(Event::Wire(_)) => s.wire_received.fetch_add(1, Ordering::Relaxed),
             Ok(_) => s.trace_received.fetch_add(1, Ordering::Relaxed),
             Err(_) => s.decode_errors.fetch_add(1, Ordering::Relaxed),
         };
+        // Samples are presented only while someone watches.
+        if drain_hub.has_clients()
+            && let Ok(ev) = &ev
+            && let Some(v) = encoder.encode(ev)
+        {
+            drain_hub.publish(&v);
+        }
     }));
+    let streamer =
+        watch_listener.map(|l| tokio::spawn(watch_stream::serve(l, hub, stop_rx.clone())));
     if let Some(logger) = logger {
         tokio::spawn(drain::forward_kernel_log(logger, stop_rx.clone()));
     }
@@ -76,6 +98,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     server::serve(listener, shared, limits, shutdown_signal()).await;
     shut_down(stop_tx, follower, drainer).await?;
+    if let Some(streamer) = streamer {
+        // Removes the socket.
+        let _ = streamer.await;
+    }
     info!("detached; bye");
     Ok(())
 }

@@ -40,6 +40,9 @@ pub struct Shared {
     /// The HTTP server's own counters (connections open, rejected, closed), rendered
     /// after the exposition proper.
     pub http: Arc<HttpStats>,
+    /// The watch stream's counters (watchers, samples dropped for slow ones), rendered
+    /// after the HTTP server's.
+    pub watch: Arc<crate::stream::server::Stats>,
 }
 
 impl Shared {
@@ -66,6 +69,7 @@ impl Shared {
         snap.kernel_release = self.kernel_release.clone();
         let mut text = snap.render()?;
         text.push_str(&self.http.render());
+        text.push_str(&self.watch.render());
         Ok(text)
     }
 }
