@@ -11,6 +11,7 @@
 //! | [`net`] | MACs, GRO, the TCP MIB, multi-queue veths, RST frames across a pair |
 //! | [`generator`] | line-rate traffic into a veth pair (BPF_PROG_TEST_RUN live frames) |
 //! | [`tools`] | `ip link` (XDP attached?) and `promtool` |
+//! | [`watcher`] | `rstmon watch` as a child process, its output collected |
 //!
 //! Namespaces and veth pairs themselves are [`rst_user::netns`]'s.
 
@@ -22,8 +23,10 @@ pub mod net;
 pub mod process;
 pub mod scrape;
 pub mod tools;
+pub mod watcher;
 
 pub use daemon::{DEFAULT_LISTEN, Daemon, Rstmon, START_TIMEOUT};
 pub use process::{EXIT_TIMEOUT, run_to_exit};
 pub use scrape::{IO_TIMEOUT, Metrics, Response, Series, get, http_get};
 pub use tools::{promtool, xdp_attachment};
+pub use watcher::Watcher;
