@@ -60,11 +60,7 @@ impl Drop for SockDir {
 
 /// `rstmon run -i A` in namespace A, serving the stream at `sock`.
 fn daemon<'a>(p: &'a Pair, sock: &Path) -> Daemon<'a> {
-    rstmon()
-        .iface(&p.a_if)
-        .arg("--watch.socket")
-        .arg(sock)
-        .start(&p.a)
+    rstmon().iface(&p.a_if).watch_socket(sock).start(&p.a)
 }
 
 fn watch_command(sock: &Path, args: &[&str]) -> Command {
@@ -478,6 +474,9 @@ fn only_root_and_the_daemons_user_may_watch() {
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.contains("refused: uid 65534 may not watch"), "{err}");
     d.assert_running("after refusing a watcher");
+    settle(Duration::from_secs(2), || {
+        d.stderr().contains("watcher refused")
+    });
     assert!(d.stderr().contains("watcher refused"), "{}", d.stderr());
     // Root still may.
     let w = watcher(&sock, &[]);

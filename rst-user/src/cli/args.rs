@@ -84,7 +84,8 @@ pub struct RunArgs {
     /// Unix socket on which local `rstmon watch` clients read the classified samples
     /// (mode 0600, in a directory of the daemon's own, created 0700 when missing; root
     /// and the daemon's user only). An empty value turns the stream off.
-    #[arg(long = "watch.socket", value_name = "PATH", default_value = stream::DEFAULT_SOCKET)]
+    #[arg(long = "watch.socket", value_name = "PATH", default_value = stream::DEFAULT_SOCKET,
+          value_parser = socket_path)]
     pub watch_socket: PathBuf,
 }
 
@@ -159,4 +160,9 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     };
     full.parse()
         .map_err(|_| format!("`{s}` is not ADDR:PORT (e.g. 0.0.0.0:9745, [::]:9745 or :9745)"))
+}
+
+/// A socket path; empty is allowed (it turns the stream off), unlike clap's `PathBuf`.
+fn socket_path(s: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(s))
 }

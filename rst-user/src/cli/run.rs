@@ -31,15 +31,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     })?;
     let bound = listener.local_addr().unwrap_or(args.listen);
-    // The watch stream is an extra: without its socket the daemon runs on.
-    let hub = Arc::new(watch_stream::Hub::default());
-    let watch_listener = if args.watch_socket.as_os_str().is_empty() {
-        None
-    } else {
-        watch_stream::bind(&args.watch_socket)
-            .inspect_err(|e| warn!("no watch stream (--watch.socket): {e}"))
-            .ok()
-    };
     let monitor = Monitor::start(&config(&args.common))?;
     let (mut programs, events, counters) = monitor.split();
     let logger = programs.take_logger();
@@ -53,6 +44,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         counters.clone(),
     )
     .await?;
+    // The watch stream is an extra: without its socket the daemon runs on. Set up once
+    // the daemon is sure to run.
+    let hub = Arc::new(watch_stream::Hub::default());
+    let watch_listener = if args.watch_socket.as_os_str().is_empty() {
+        None
+    } else {
+        watch_stream::bind(&args.watch_socket)
+            .inspect_err(|e| warn!("no watch stream (--watch.socket): {e}"))
+            .ok()
+    };
     let shared = Arc::new(server::Shared {
         counters,
         layout,

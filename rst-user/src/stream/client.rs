@@ -57,16 +57,17 @@ pub async fn connect(path: &Path, filter: &FilterSpec) -> anyhow::Result<Option<
         filter: filter.clone(),
     })?;
     req.push('\n');
-    wr.write_all(req.as_bytes())
-        .await
-        .with_context(|| format!("sending the request to {}", path.display()))?;
+    // A refusal may close the connection early: its reason is still to be read.
+    let sent = wr.write_all(req.as_bytes()).await;
     let mut lines = BufReader::new(rd).lines();
     let first = tokio::time::timeout(HELLO_TIMEOUT, lines.next_line())
         .await
-        .map_err(|_| anyhow!("{} did not answer within {HELLO_TIMEOUT:?}", path.display()))?
-        .with_context(|| format!("reading from {}", path.display()))?;
-    let Some(first) = first else {
-        bail!("the daemon at {} closed the connection", path.display());
+        .map_err(|_| anyhow!("{} did not answer within {HELLO_TIMEOUT:?}", path.display()))?;
+    let first = match (first, sent) {
+        (Ok(Some(l)), _) => l,
+        (_, Err(e)) => bail!("sending the request to {}: {e}", path.display()),
+        (Ok(None), Ok(())) => bail!("the daemon at {} closed the connection", path.display()),
+        (Err(e), Ok(())) => bail!("reading from {}: {e}", path.display()),
     };
     match serde_json::from_str::<Control>(&first) {
         Ok(Control::Hello(hello)) => Ok(Some(Session {

@@ -175,12 +175,15 @@ pub enum BindError {
     Io(PathBuf, io::Error),
 }
 
-/// The bound socket; dropping it removes the socket file (if it is still this one).
+/// The bound socket; dropping it removes the socket file (if it is still this one) and
+/// the directories [`bind`] created for it (if empty).
 pub struct Listener {
     listener: UnixListener,
     path: PathBuf,
     /// (device, inode) of the socket file this listener created.
     file: (u64, u64),
+    /// Directories created for the socket, deepest first.
+    created: Vec<PathBuf>,
 }
 
 impl Listener {
@@ -195,6 +198,11 @@ impl Drop for Listener {
             && (m.dev(), m.ino()) == self.file
         {
             let _ = fs::remove_file(&self.path);
+        }
+        for dir in &self.created {
+            if fs::remove_dir(dir).is_err() {
+                break;
+            }
         }
     }
 }
@@ -218,6 +226,11 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let created: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
     if !dir.exists() {
         DirBuilder::new()
             .recursive(true)
@@ -263,6 +276,7 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
         listener,
         path: path.to_path_buf(),
         file: (m.dev(), m.ino()),
+        created,
     })
 }
 
@@ -292,8 +306,13 @@ async fn send(w: &mut OwnedWriteHalf, c: &Control) -> io::Result<()> {
     w.write_all(line.as_bytes()).await
 }
 
-/// Checks the peer's uid, reads its request and returns its filter, or why not.
+/// Reads the watcher's request, checks its uid and returns its filter, or why not. The
+/// request is read first even from a peer that will be refused, so that nothing unread
+/// is left when the daemon closes (which would turn its answer into ECONNRESET).
 async fn admit(peer_uid: Option<u32>, rd: &mut BufReader<OwnedReadHalf>) -> Result<Filter, String> {
+    let mut line = String::new();
+    let read =
+        tokio::time::timeout(REQUEST_TIMEOUT, rd.take(MAX_REQUEST).read_line(&mut line)).await;
     let peer = peer_uid.ok_or("cannot read the peer's credentials (SO_PEERCRED)")?;
     let own = euid();
     if !peer_allowed(peer, own) {
@@ -301,8 +320,7 @@ async fn admit(peer_uid: Option<u32>, rd: &mut BufReader<OwnedReadHalf>) -> Resu
             "uid {peer} may not watch: only root and the daemon's user (uid {own})"
         ));
     }
-    let mut line = String::new();
-    match tokio::time::timeout(REQUEST_TIMEOUT, rd.take(MAX_REQUEST).read_line(&mut line)).await {
+    match read {
         Err(_) => return Err(format!("no request within {REQUEST_TIMEOUT:?}")),
         Ok(Err(e)) => return Err(format!("reading the request: {e}")),
         Ok(Ok(_)) if !line.ends_with('\n') => {
@@ -461,12 +479,22 @@ mod tests {
         assert!(matches!(bind_in_runtime(&path), Err(BindError::InUse(_))));
         drop(l);
         assert!(!path.exists(), "socket removed on drop");
+        assert!(
+            !dir.exists(),
+            "the directories bind created removed on drop"
+        );
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::set_permissions(dir.join("sub"), Permissions::from_mode(0o700)).unwrap();
         // A socket nothing accepts on (a daemon killed by SIGKILL leaves one).
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(path.exists());
         let l = bind_in_runtime(&path).expect("stale socket replaced");
         drop(l);
         assert!(!path.exists(), "socket removed on drop");
+        assert!(
+            dir.join("sub").exists(),
+            "a directory bind did not create stays"
+        );
         fs::write(&path, "x").unwrap();
         assert!(matches!(
             bind_in_runtime(&path),
