@@ -115,17 +115,6 @@ impl Watcher {
         });
         (status, stderr)
     }
-
-    /// Waits (at most [`EXIT_TIMEOUT`]) for it to exit by itself; status and stderr.
-    pub fn wait(mut self) -> (ExitStatus, String) {
-        let mut child = self.child.take().expect("not stopped yet");
-        let status = wait_timeout(&mut child, EXIT_TIMEOUT);
-        let stderr = self.stderr.finish_text();
-        let status = status.unwrap_or_else(|| {
-            panic!("rstmon watch still running after {EXIT_TIMEOUT:?}; stderr:\n{stderr}")
-        });
-        (status, stderr)
-    }
 }
 
 impl Drop for Watcher {
