@@ -36,7 +36,7 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 /// How to run `rstmon run`. The command line is
 ///
 /// ```text
-/// [WRAPPER [WRAPPER_ARGS...]] BIN [GLOBAL_ARGS...] run [-i IFACE]... --web.listen-address LISTEN [ARGS...]
+/// [WRAPPER [WRAPPER_ARGS...]] BIN [GLOBAL_ARGS...] run [-i IFACE]... --web.listen-address LISTEN --watch.socket SOCKET [ARGS...]
 /// ```
 ///
 /// inside a namespace (`ip netns exec`, which execs, so the PID is rstmon's; a
@@ -63,6 +63,8 @@ pub struct Rstmon {
     quiet_start: bool,
     /// Ready when a plain GET of this path answers this status.
     ready: (String, u16),
+    /// `--watch.socket`: empty (no stream) unless [`Rstmon::watch_socket`].
+    watch_socket: OsString,
 }
 
 impl Rstmon {
@@ -81,6 +83,7 @@ impl Rstmon {
             start_timeout: START_TIMEOUT,
             quiet_start: false,
             ready: ("/metrics".into(), 200),
+            watch_socket: OsString::new(),
         }
     }
 
@@ -180,6 +183,14 @@ impl Rstmon {
         self
     }
 
+    /// Serves the watch stream at `path` (`--watch.socket`). Without it the daemon
+    /// serves none, so that a test leaves nothing in `/run` (a daemon killed by SIGKILL
+    /// cannot remove its socket).
+    pub fn watch_socket(mut self, path: impl Into<OsString>) -> Self {
+        self.watch_socket = path.into();
+        self
+    }
+
     /// How long [`Rstmon::start`] waits for /metrics (default [`START_TIMEOUT`]).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
@@ -202,6 +213,8 @@ impl Rstmon {
             .arg("run")
             .args(&self.iface_args)
             .args(["--web.listen-address", &self.listen.to_string()])
+            .arg("--watch.socket")
+            .arg(&self.watch_socket)
             .args(&self.run_args);
         for (k, v) in &self.envs {
             match v {

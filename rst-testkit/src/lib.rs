@@ -12,6 +12,7 @@
 //! | [`generator`] | line-rate traffic into a veth pair (BPF_PROG_TEST_RUN live frames) |
 //! | [`prometheus`] | a real Prometheus server in a namespace, scraping a daemon, queried over its API |
 //! | [`tools`] | `ip link` (XDP attached?), `promtool`, the other tools `cargo xtask setup` installs |
+//! | [`watcher`] | `rstmon watch` as a child process, its output collected |
 //!
 //! Namespaces and veth pairs themselves are [`rst_user::netns`]'s.
 
@@ -24,8 +25,10 @@ pub mod process;
 pub mod prometheus;
 pub mod scrape;
 pub mod tools;
+pub mod watcher;
 
 pub use daemon::{DEFAULT_LISTEN, Daemon, Rstmon, START_TIMEOUT};
 pub use process::{EXIT_TIMEOUT, run_to_exit};
 pub use scrape::{IO_TIMEOUT, Metrics, Response, Series, get, http_get};
 pub use tools::{promtool, tool, xdp_attachment};
+pub use watcher::Watcher;

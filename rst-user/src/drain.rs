@@ -22,9 +22,32 @@ use crate::{
 /// How often the ring buffer is drained when no wakeup came.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Records handled in one go before the other tasks of the runtime (the watch stream's
+/// writers, the HTTP server) get to run: a burst of samples fills no watcher's queue
+/// just because its writer could not run while the burst was read.
+const BATCH: usize = 1024;
+
 fn drain_all(rb: &mut RingBuf<MapData>, f: &mut impl FnMut(Result<Event, DecodeError>)) {
     while let Some(item) = rb.next() {
         f(sources::decode(&item));
+    }
+}
+
+/// Drains at most [`BATCH`] records; whether more may be waiting.
+fn drain_batch(rb: &mut RingBuf<MapData>, f: &mut impl FnMut(Result<Event, DecodeError>)) -> bool {
+    for _ in 0..BATCH {
+        let Some(item) = rb.next() else {
+            return false;
+        };
+        f(sources::decode(&item));
+    }
+    true
+}
+
+/// Drains everything, [`BATCH`] records at a time, letting other tasks run in between.
+async fn drain_yielding(rb: &mut RingBuf<MapData>, f: &mut impl FnMut(Result<Event, DecodeError>)) {
+    while drain_batch(rb, f) {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -58,14 +81,14 @@ pub async fn run(
         tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                drain_all(guard.get_inner_mut(), &mut f);
+                drain_yielding(guard.get_inner_mut(), &mut f).await;
                 guard.clear_ready();
             }
             guard = tick.readable() => {
                 let mut guard = guard?;
                 guard.get_inner().ack();
                 guard.clear_ready();
-                drain_all(fd.get_mut(), &mut f);
+                drain_yielding(fd.get_mut(), &mut f).await;
             }
             _ = stop.changed() => {
                 drain_all(fd.get_mut(), &mut f);

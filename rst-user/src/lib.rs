@@ -11,6 +11,7 @@
 //! | [`export`] | snapshot, exposition, HTTP server |
 //! | [`present`] | `watch` lines and JSON |
 //! | [`drain`] | reading the ring buffer |
+//! | [`stream`] | the daemon's sample stream for `watch`: socket, protocol, filters |
 //! | [`selftest`], [`netns`] | S1–S7 in throwaway network namespaces |
 //! | [`sys`] | raw system calls aya does not wrap |
 
@@ -24,4 +25,5 @@ pub mod netns;
 pub mod present;
 pub mod selftest;
 pub mod sources;
+pub mod stream;
 pub mod sys;

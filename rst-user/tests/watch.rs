@@ -1,5 +1,5 @@
-//! `rstmon watch --json`: one parseable JSON object per sampled reset, with the fields
-//! the issue names. Needs root.
+//! `rstmon watch --json` standalone (no daemon runs): one parseable JSON object per
+//! sampled reset, with the fields the issue names; its filters narrow them. Needs root.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -8,10 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rst_testkit::Watcher;
 use rst_user::{netns::Pair, selftest::SCENARIOS};
 use serde_json::Value;
 
 const RSTMON: &str = env!("CARGO_BIN_EXE_rstmon");
+/// No daemon serves here: `watch` runs standalone.
+const NO_DAEMON: &str = "/nonexistent-rstmon/watch.sock";
 
 /// Kills the child on drop (also on panic), by its PID.
 struct Guard(std::process::Child);
@@ -42,6 +45,7 @@ fn watch_json_lines_parse_and_carry_the_cause() {
         .a
         .command(RSTMON)
         .args(["watch", "--json", "-i", &pair.a_if])
+        .args(["--daemon-socket", NO_DAEMON])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -51,11 +55,15 @@ fn watch_json_lines_parse_and_carry_the_cause() {
     let err = lines_of(child.stderr.take().expect("stderr"));
     let mut guard = Guard(child);
 
-    // Ready once it says it is watching.
+    // Ready once it says it is watching, after saying it runs standalone.
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut standalone = false;
     loop {
         match err.recv_timeout(Duration::from_millis(100)) {
             Ok(l) if l.contains("watching resets") => break,
+            Ok(l) if l.contains(&format!("no daemon at {NO_DAEMON}: standalone")) => {
+                standalone = true;
+            }
             Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(e) => panic!("rstmon watch ended before it was ready: {e}"),
         }
@@ -64,6 +72,21 @@ fn watch_json_lines_parse_and_carry_the_cause() {
             "rstmon watch not ready within 60 s"
         );
     }
+
+    assert!(standalone, "watch did not say it runs standalone");
+    // A second standalone watch, filtered: only received resets in the IPv6 network.
+    let mut filtered_cmd = pair.b.command(RSTMON);
+    filtered_cmd
+        .args([
+            "watch",
+            "--json",
+            "-i",
+            &pair.b_if,
+            "--daemon-socket",
+            NO_DAEMON,
+        ])
+        .args(["--cause", "refused", "--addr", "fd00:5253::/32"]);
+    let filtered = Watcher::start(filtered_cmd, Duration::from_secs(60));
 
     // S1 once per family: the client (in a) connects to a closed port (in b).
     let s1 = SCENARIOS.iter().find(|s| s.id == "S1").expect("S1");
@@ -132,6 +155,7 @@ fn watch_json_lines_parse_and_carry_the_cause() {
         assert_eq!(wire["window"], 0);
         assert_eq!(wire["seq"], 0);
         assert_eq!(wire["wire_direction"], "ingress");
+        assert_eq!(wire["cause"], Value::Null, "a wire sample has no cause");
         for s in [sent, received, wire] {
             let t = s["time"].as_str().expect("time is a string");
             assert!(
@@ -140,6 +164,43 @@ fn watch_json_lines_parse_and_carry_the_cause() {
             );
         }
     }
+
+    // The filtered watcher: exactly the IPv6 flow's received reset.
+    let v6 = flows
+        .iter()
+        .find(|f| f.sender.is_ipv6())
+        .expect("IPv6 flow");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let got: Vec<Value> = filtered
+            .lines()
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+            .collect();
+        if !got.is_empty() || Instant::now() > deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            break filtered
+                .lines()
+                .iter()
+                .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+                .collect::<Vec<_>>();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for v in &got {
+        assert_eq!(v["cause"], "refused", "{v}");
+        assert_eq!(v["family"], "ipv6", "{v}");
+    }
+    let mine: Vec<&Value> = got
+        .iter()
+        .filter(|v| v["dst"] == v6.sender.ip().to_string() && v["dport"] == v6.sender.port())
+        .collect();
+    assert_eq!(mine.len(), 1, "the filtered watcher: {got:#?}");
+    let (status, err) = filtered.stop();
+    assert!(
+        status.success(),
+        "filtered watch exited with {status}: {err}"
+    );
 
     // SIGTERM: detach and exit 0.
     // SAFETY: signalling our own child by its PID.

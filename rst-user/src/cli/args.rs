@@ -10,6 +10,7 @@ use crate::{
         http, info,
         listen::{self, ListenAddr},
     },
+    stream::{self, filter::FilterSpec},
 };
 
 /// Default `--web.listen-address`: every IPv4 and IPv6 address, port 9745.
@@ -117,6 +118,12 @@ pub struct RunArgs {
     /// one that has no request in progress; when every one has, it is answered 503.
     #[arg(long = "web.max-connections", value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+    /// Unix socket on which local `rstmon watch` clients read the classified samples
+    /// (mode 0600, in a directory of the daemon's own, created 0700 when missing; root
+    /// and the daemon's user only). An empty value turns the stream off.
+    #[arg(long = "watch.socket", value_name = "PATH", default_value = stream::DEFAULT_SOCKET,
+          value_parser = socket_path)]
+    pub watch_socket: PathBuf,
 }
 
 #[derive(Args)]
@@ -126,6 +133,60 @@ pub struct WatchArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// Never read from a daemon: load rstmon's own programs (needs the daemon's
+    /// privileges and free XDP hooks).
+    #[arg(long, conflicts_with = "daemon_socket")]
+    pub standalone: bool,
+    /// The daemon's watch socket (`rstmon run --watch.socket`). When a daemon accepts
+    /// there, `watch` reads its samples and attaches nothing (`-i` then narrows the
+    /// wire samples); otherwise it runs standalone.
+    #[arg(long, value_name = "PATH", default_value = stream::DEFAULT_SOCKET)]
+    pub daemon_socket: PathBuf,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// Which samples `watch` shows; different flags must all match, the values of one flag
+/// are alternatives.
+#[derive(Args)]
+pub struct FilterArgs {
+    /// Only this cause (repeatable), of either vocabulary: `no_listener`, `refused`, ….
+    /// Wire samples have no cause.
+    #[arg(long, value_name = "CAUSE")]
+    pub cause: Vec<String>,
+    /// Only this side (repeatable): `sent`, `received` or `wire`.
+    #[arg(long, value_name = "SIDE")]
+    pub side: Vec<String>,
+    /// Only resets with this port at either end (repeatable).
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Only resets with an address in this network at either end (repeatable): a CIDR
+    /// (`10.0.0.0/8`, `fd00::/16`) or one address.
+    #[arg(long, value_name = "CIDR")]
+    pub addr: Vec<String>,
+    /// Only resets in this network namespace (its inode number, as in
+    /// `ls -Li /proc/PID/ns/net`; repeatable). Samples that carry no namespace do not match.
+    #[arg(long, value_name = "INODE")]
+    pub netns: Vec<u64>,
+    /// Only resets of this workload (a name or shell-style glob, `pod:default/*`;
+    /// repeatable). Samples that carry no workload do not match.
+    #[arg(long, value_name = "NAME")]
+    pub workload: Vec<String>,
+}
+
+impl FilterArgs {
+    /// The filter these flags describe.
+    pub fn spec(&self) -> FilterSpec {
+        FilterSpec {
+            cause: self.cause.clone(),
+            side: self.side.clone(),
+            port: self.port.clone(),
+            addr: self.addr.clone(),
+            netns: self.netns.clone(),
+            workload: self.workload.clone(),
+            interface: Vec::new(),
+        }
+    }
 }
 
 fn parse_path(s: &str) -> Result<String, String> {
@@ -136,4 +197,9 @@ fn parse_path(s: &str) -> Result<String, String> {
             "`{s}` is not a URL path (it must start with `/`, e.g. /metrics)"
         ))
     }
+}
+
+/// A socket path; empty is allowed (it turns the stream off), unlike clap's `PathBuf`.
+fn socket_path(s: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(s))
 }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, atomic::Ordering};
 
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{args::RunArgs, config, require_privileges, shut_down, shutdown_signal, xdp_mode};
 use crate::{
@@ -12,6 +12,7 @@ use crate::{
     export::{http, listen, server, webconfig::WebConfig},
     kernel,
     sources::Event,
+    stream::{Encoder, server as watch_stream},
 };
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -37,6 +38,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         counters.clone(),
     )
     .await?;
+    // The watch stream is an extra: without its socket the daemon runs on. Set up once
+    // the daemon is sure to run.
+    let hub = Arc::new(watch_stream::Hub::default());
+    let watch_listener = if args.watch_socket.as_os_str().is_empty() {
+        None
+    } else {
+        watch_stream::bind(&args.watch_socket)
+            .inspect_err(|e| warn!("no watch stream (--watch.socket): {e}"))
+            .ok()
+    };
     let shared = Arc::new(server::Shared {
         counters,
         layout,
@@ -51,17 +62,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         web,
         scrapes: Default::default(),
         fail_render_file: std::env::var_os(server::FAIL_RENDER_ENV).map(Into::into),
+        watch: hub.stats.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_shared = shared.clone();
+    let drain_hub = hub.clone();
+    let mut encoder = Encoder::new(shared.layout.reasons.clone(), shared.interfaces.clone());
     let drainer = tokio::spawn(drain::run(events, stop_rx.clone(), move |ev| {
         let s = &drain_shared;
-        match ev {
+        match &ev {
             Ok(Event::Wire(_)) => s.wire_received.fetch_add(1, Ordering::Relaxed),
             Ok(_) => s.trace_received.fetch_add(1, Ordering::Relaxed),
             Err(_) => s.decode_errors.fetch_add(1, Ordering::Relaxed),
         };
+        // Samples are presented only while someone watches.
+        if drain_hub.has_clients()
+            && let Ok(ev) = &ev
+            && let Some(v) = encoder.encode(ev)
+        {
+            drain_hub.publish(&v);
+        }
     }));
+    let streamer =
+        watch_listener.map(|l| tokio::spawn(watch_stream::serve(l, hub, stop_rx.clone())));
     if let Some(logger) = logger {
         tokio::spawn(drain::forward_kernel_log(logger, stop_rx.clone()));
     }
@@ -78,6 +101,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     server::serve(listeners, shared, tls, limits, shutdown_signal()).await;
     shut_down(stop_tx, follower, drainer).await?;
+    if let Some(streamer) = streamer {
+        // Removes the socket.
+        let _ = streamer.await;
+    }
     info!("detached; bye");
     Ok(())
 }

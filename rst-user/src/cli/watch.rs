@@ -1,7 +1,7 @@
-//! `rstmon watch`: live classified samples, one line (or JSON object) each.
+//! `rstmon watch`: live classified samples, one line (or JSON object) each — from a
+//! running daemon's stream when there is one, else from rstmon's own programs.
 
 use std::{
-    collections::BTreeMap,
     io::{self, Write as _},
     sync::{Arc, Mutex},
 };
@@ -13,11 +13,44 @@ use super::{args::WatchArgs, config, require_privileges, shut_down, shutdown_sig
 use crate::{
     attach::{Monitor, controller::Controller, select::Selection},
     drain,
-    present::{line::boot_offset_ns, sample::Presenter},
-    sources::Event,
+    present::line,
+    stream::{Encoder, client, filter::Filter},
 };
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    let spec = args.filter.spec();
+    // Validated before anything else, in both modes.
+    let filter = Filter::new(&spec)?;
+    if args.standalone {
+        info!("standalone (--standalone): loading rstmon's own programs");
+        return standalone(args, filter).await;
+    }
+    let path = &args.daemon_socket;
+    // From the daemon, `-i` narrows its wire samples.
+    let mut daemon_spec = spec;
+    daemon_spec.interface = args.common.interfaces.clone();
+    Filter::new(&daemon_spec)?;
+    match client::connect(path, &daemon_spec).await? {
+        Some(session) => {
+            info!(
+                "reading samples from the daemon at {} (rstmon {}); attaching nothing",
+                path.display(),
+                session.hello.rstmon
+            );
+            info!("watching resets (Ctrl-C to stop)");
+            session.run(args.json, shutdown_signal()).await
+        }
+        None => {
+            info!(
+                "no daemon at {}: standalone, loading rstmon's own programs",
+                path.display()
+            );
+            standalone(args, filter).await
+        }
+    }
+}
+
+async fn standalone(args: WatchArgs, filter: Filter) -> anyhow::Result<()> {
     require_privileges()?;
     let selection = Selection::new(&args.common.interfaces)?;
     let monitor = Monitor::start(&config(&args.common))?;
@@ -32,13 +65,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     )
     .await?;
     let interfaces = controller.interfaces();
-    let boot = boot_offset_ns();
     let json = args.json;
     let (stop_tx, stop_rx) = watch::channel(false);
-    // ifindex → name, refreshed from the controller when a sample names an interface
-    // this copy does not know.
-    let mut ifnames: BTreeMap<u32, String> = BTreeMap::new();
-    let drain_interfaces = interfaces.clone();
+    let mut encoder = Encoder::new(reasons, interfaces.clone());
     let drainer = tokio::spawn(drain::run(events, stop_rx.clone(), move |ev| {
         let ev = match ev {
             Ok(ev) => ev,
@@ -47,34 +76,13 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 return;
             }
         };
-        if let Event::Wire(w) = &ev
-            && !ifnames.contains_key(&w.ifindex)
-        {
-            ifnames = drain_interfaces
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .ifnames();
+        let Some(v) = encoder.encode(&ev) else { return };
+        if !filter.matches(&v) {
+            return;
         }
-        let p = Presenter {
-            reasons: &reasons,
-            ifnames: &ifnames,
-            boot_offset_ns: boot,
-        };
-        let s = p.sample(&ev);
-        let line = if json {
-            match serde_json::to_string(&s) {
-                Ok(l) => l,
-                Err(e) => {
-                    warn!("sample not serializable: {e}");
-                    return;
-                }
-            }
-        } else {
-            s.line()
-        };
-        let mut out = io::stdout().lock();
+        let out = if json { v.to_string() } else { line::line(&v) };
         // A closed pipe (e.g. `| head`) ends output quietly.
-        let _ = writeln!(out, "{line}");
+        let _ = writeln!(io::stdout().lock(), "{out}");
     }));
     if let Some(logger) = logger {
         tokio::spawn(drain::forward_kernel_log(logger, stop_rx.clone()));

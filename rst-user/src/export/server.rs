@@ -60,6 +60,9 @@ pub struct Shared {
     /// A testing aid: while this file exists, every render fails (see
     /// [`FAIL_RENDER_ENV`]).
     pub fail_render_file: Option<PathBuf>,
+    /// The watch stream's counters (watchers, samples dropped for slow ones), rendered
+    /// after the HTTP server's.
+    pub watch: Arc<crate::stream::server::Stats>,
 }
 
 /// Names a file whose existence makes every scrape fail to render (answered 500): how
@@ -147,6 +150,7 @@ impl Shared {
             Err(e) => debug!("process metrics: {e}"),
         }
         self.scrapes.render(&mut text);
+        text.push_str(&self.watch.render());
         Ok(text)
     }
 }

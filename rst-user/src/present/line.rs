@@ -1,56 +1,63 @@
 //! The human-readable `watch` line, and wall-clock time for kernel timestamps.
+//!
+//! The line is rendered from a sample's JSON object, so a sample read from the daemon's
+//! stream prints exactly as one presented here.
+
+use serde_json::Value;
 
 use super::sample::Sample;
 
 impl Sample {
     /// The human-readable `watch` line.
     pub fn line(&self) -> String {
-        let mut s = format!(
-            "{} {:<8} {:<17} {} {}:{} -> {}:{}",
-            self.time,
-            self.direction,
-            self.cause.as_deref().unwrap_or("-"),
-            self.family,
-            bracket(&self.src),
-            self.sport,
-            bracket(&self.dst),
-            self.dport
-        );
-        if let Some(r) = &self.reason {
-            s += &format!(" reason={r}");
-        }
-        if let Some(st) = self.state {
-            s += &format!(" state={st}");
-        }
-        if let Some(i) = &self.interface {
-            s += &format!(" if={i}");
-        }
-        if let Some(d) = self.wire_direction {
-            s += &format!(" {d}");
-        }
-        if let Some(f) = &self.rst_flags {
-            s += &format!(" flags={f}");
-        }
-        if let Some(o) = self.origin {
-            s += &format!(" origin={o}");
-        }
-        if let Some(f) = &self.trigger_flags {
-            s += &format!(" trigger={f}");
-        }
-        if let (Some(seq), Some(ack), Some(win)) = (self.seq, self.ack, self.window) {
-            s += &format!(" seq={seq} ack={ack} win={win}");
-        }
-        if let Some(ttl) = self.ttl {
-            s += &format!(" ttl={ttl}");
-        }
-        if let Some(l) = self.payload_len {
-            s += &format!(" len={l}");
-        }
-        if self.timestamp_option == Some(true) {
-            s += " ts";
-        }
-        s
+        line(&serde_json::to_value(self).unwrap_or_default())
     }
+}
+
+/// The human-readable `watch` line of a sample's JSON object (`-` for a missing
+/// string, such as the `null` cause of a wire sample).
+pub fn line(v: &Value) -> String {
+    let text = |k: &str| v.get(k).and_then(Value::as_str);
+    let num = |k: &str| v.get(k).and_then(Value::as_u64);
+    let mut s = format!(
+        "{} {:<8} {:<17} {} {}:{} -> {}:{}",
+        text("time").unwrap_or("-"),
+        text("direction").unwrap_or("-"),
+        text("cause").unwrap_or("-"),
+        text("family").unwrap_or("-"),
+        bracket(text("src").unwrap_or("-")),
+        num("sport").unwrap_or(0),
+        bracket(text("dst").unwrap_or("-")),
+        num("dport").unwrap_or(0)
+    );
+    for (key, name) in [
+        ("reason", "reason"),
+        ("state", "state"),
+        ("interface", "if"),
+        ("wire_direction", ""),
+        ("rst_flags", "flags"),
+        ("origin", "origin"),
+        ("trigger_flags", "trigger"),
+    ] {
+        match text(key) {
+            Some(x) if name.is_empty() => s += &format!(" {x}"),
+            Some(x) => s += &format!(" {name}={x}"),
+            None => {}
+        }
+    }
+    if let (Some(seq), Some(ack), Some(win)) = (num("seq"), num("ack"), num("window")) {
+        s += &format!(" seq={seq} ack={ack} win={win}");
+    }
+    if let Some(ttl) = num("ttl") {
+        s += &format!(" ttl={ttl}");
+    }
+    if let Some(l) = num("payload_len") {
+        s += &format!(" len={l}");
+    }
+    if v.get("timestamp_option").and_then(Value::as_bool) == Some(true) {
+        s += " ts";
+    }
+    s
 }
 
 fn bracket(a: &str) -> String {
@@ -104,6 +111,41 @@ pub fn rfc3339_micros(ns: i128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{present::sample::Presenter, sources::Event};
+    use rst_common::{EVENT_WIRE, FAMILY_IPV6, TCP_ACK, TCP_RST, WireEvent};
+    use std::collections::BTreeMap;
+
+    /// A wire sample has no cause: `null` in JSON (never `"-"`), `-` in the line.
+    #[test]
+    fn wire_sample_cause_is_null_in_json_and_a_dash_in_the_line() {
+        // SAFETY: WireEvent is plain integers, valid all-zero.
+        let mut w: WireEvent = unsafe { std::mem::zeroed() };
+        w.kind = EVENT_WIRE;
+        w.family = FAMILY_IPV6;
+        w.tcp_flags = TCP_RST | TCP_ACK;
+        w.ttl = 64;
+        w.ifindex = 3;
+        w.saddr = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        w.daddr = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        w.sport = 9;
+        w.dport = 40000;
+        let (reasons, ifnames) = (BTreeMap::new(), BTreeMap::from([(3, "veth0".to_string())]));
+        let p = Presenter {
+            reasons: &reasons,
+            ifnames: &ifnames,
+            boot_offset_ns: 0,
+        };
+        let s = p.sample(&Event::Wire(w));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["cause"], Value::Null, "{json}");
+        assert!(!json.to_string().contains(r#""-""#), "{json}");
+        assert_eq!(
+            s.line(),
+            "1970-01-01T00:00:00.000000Z wire     -                 ipv6 [fd00::1]:9 -> [fd00::2]:40000 \
+             if=veth0 flags=RST|ACK seq=0 ack=0 win=0 ttl=64 len=0"
+        );
+        assert_eq!(line(&json), s.line());
+    }
 
     #[test]
     fn rfc3339() {
