@@ -35,8 +35,8 @@ use rst_testkit::{
     frames::{self, Ext6, Frame, Rng, TcpOpt, Vlan, catalog, example_rst_v4, mutate},
     loader::{
         TC_ACT_UNSPEC, XDP_PASS, assign_slot, load_object_on_clock, load_object_with, load_tc,
-        load_xdp, loopback_ifindex, require_object, require_root, stat_sum, take_map, tc,
-        test_run, wire_total, xdp,
+        load_xdp, loopback_ifindex, require_object, require_root, stat_sum, take_map, tc, test_run,
+        wire_total, xdp,
     },
 };
 
