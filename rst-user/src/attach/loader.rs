@@ -11,16 +11,17 @@ use aya::{
     sys::SyscallError,
 };
 use rst_common::{
-    MAP_EVENTS, MAP_IFINDEX_SLOT, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS,
-    MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, PROG_RECV_RESET, PROG_SEND_RESET,
-    PROG_XDP, WIRE_SLOT_COUNTERS, WIRE_SLOTS_DEFAULT, globals,
+    MAP_EVENTS, MAP_HISTOGRAMS, MAP_IFINDEX_SLOT, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS,
+    MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, MAP_WORKLOAD_COUNTERS,
+    PROG_RECV_RESET, PROG_SEND_RESET, PROG_SET_STATE, PROG_XDP, WIRE_SLOT_COUNTERS,
+    WIRE_SLOTS_DEFAULT, globals,
 };
 use tracing::warn;
 
 use super::error::{LoadError, has_errno, one_line};
 use crate::{
     export::snapshot::{Counters, WireMaps},
-    kernel::{self, KernelError, KernelLayout, RECV_RESET_TP, SEND_RESET_TP},
+    kernel::{self, KernelError, KernelLayout, RECV_RESET_TP, SEND_RESET_TP, SET_STATE_TP},
 };
 
 /// The compiled eBPF object, built by build.rs.
@@ -39,6 +40,9 @@ pub struct Config {
     /// Interfaces whose wire RSTs are counted in a slot of their own (the fast path);
     /// more interfaces than this are counted exactly on the overflow path.
     pub wire_slots: u32,
+    /// Attach `inet_sock_set_state` to record the connect() and listen() callers and
+    /// each connection's start (the process and age of later resets).
+    pub track_connections: bool,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             wakeup_bytes: 64 * 1024,
             kernel_log: false,
             wire_slots: WIRE_SLOTS_DEFAULT,
+            track_connections: true,
         }
     }
 }
@@ -161,10 +166,18 @@ impl Monitor {
 
         let mut hooks = Vec::new();
         let mut hook_fds = Vec::new();
-        for (name, tp) in [
+        let mut tracing = vec![
             (PROG_SEND_RESET, SEND_RESET_TP),
             (PROG_RECV_RESET, RECV_RESET_TP),
-        ] {
+        ];
+        if cfg.track_connections && layout.has_set_state {
+            tracing.push((PROG_SET_STATE, SET_STATE_TP));
+        } else if cfg.track_connections {
+            warn!(
+                "sock:inet_sock_set_state not usable on this kernel: resets name no connect()/listen() process and no connection age"
+            );
+        }
+        for (name, tp) in tracing {
             let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
             prog.load()
                 .map_err(|error| hook_error(name, "load", error))?;
@@ -172,7 +185,12 @@ impl Monitor {
                 .attach(tp)
                 .map_err(|error| hook_error(name, "attach", error))?;
             // The label keeps the classic tracepoint's name (dashboards use it).
-            hooks.push((format!("tcp:{tp}"), link));
+            let label = if tp == SET_STATE_TP {
+                format!("sock:{tp}")
+            } else {
+                format!("tcp:{tp}")
+            };
+            hooks.push((label.clone(), link));
             let fd = prog
                 .fd()
                 .and_then(|fd| {
@@ -185,7 +203,7 @@ impl Monitor {
                     })
                 })
                 .map_err(|error| LoadError::Program { name, error })?;
-            hook_fds.push((format!("tcp:{tp}"), fd));
+            hook_fds.push((label, fd));
         }
         if layout.offsets.tp_saw_tstamp_bit == rst_common::OFF_NONE {
             warn!(
@@ -203,6 +221,8 @@ impl Monitor {
             send: take(&mut ebpf, MAP_SEND_COUNTERS)?,
             recv: take(&mut ebpf, MAP_RECV_COUNTERS)?,
             stats: take(&mut ebpf, MAP_STATS)?,
+            workloads: take(&mut ebpf, MAP_WORKLOAD_COUNTERS)?,
+            histograms: take(&mut ebpf, MAP_HISTOGRAMS)?,
             ncpus: possible_cpus() as usize,
             hook_fds,
             full_logged: Default::default(),

@@ -10,6 +10,7 @@ use std::{
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use rst_common::{
     IFINDEX_SLOT_ENTRIES, RecvKey, STAT_COUNT, SendKey, Stat, WIRE_SLOT_COUNTERS, WireKey,
+    WorkloadKey,
 };
 use tracing::{debug, warn};
 
@@ -104,6 +105,10 @@ pub struct Counters {
     pub(crate) send: PerCpuHashMap<MapData, SendKey, u64>,
     pub(crate) recv: PerCpuHashMap<MapData, RecvKey, u64>,
     pub(crate) stats: PerCpuArray<MapData, u64>,
+    /// `WORKLOAD_COUNTERS`: exact resets by cgroup, namespace, side and key.
+    pub(crate) workloads: PerCpuHashMap<MapData, WorkloadKey, u64>,
+    /// `HISTOGRAMS`: idle and age, per side.
+    pub(crate) histograms: PerCpuArray<MapData, u64>,
     /// Possible CPUs: the number of values of each per-CPU entry.
     pub(crate) ncpus: usize,
     /// The tracing programs, for their kernel-side miss counters.

@@ -111,6 +111,8 @@ pub(crate) mod tests {
             sport: 9,
             dport: 40000,
             _pad1: [0; 4],
+            attr: Default::default(),
+            conn: Default::default(),
         }
     }
 
@@ -125,8 +127,8 @@ pub(crate) mod tests {
             decode(&b),
             Err(DecodeError::Length {
                 kind: EVENT_SEND,
-                len: 63,
-                want: 64
+                len: 167,
+                want: 168
             })
         );
         assert!(matches!(

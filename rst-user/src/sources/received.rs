@@ -107,6 +107,8 @@ mod tests {
             sport: 1,
             dport: 2,
             _pad1: [0; 4],
+            attr: Default::default(),
+            conn: Default::default(),
         };
         let s = p.sample(&Event::Recv(recv));
         assert_eq!(s.cause.as_deref(), Some("refused"));
