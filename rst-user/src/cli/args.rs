@@ -55,6 +55,11 @@ pub struct Common {
     /// memory per CPU each); interfaces beyond it are counted exactly on a slower path.
     #[arg(long, default_value_t = rst_common::WIRE_SLOTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub wire_slots: u32,
+    /// Do not follow socket state changes (sock:inet_sock_set_state): resets then name
+    /// no connect()/listen() process and no connection age (the process of a reset
+    /// made in a system call and everything else stay).
+    #[arg(long)]
+    pub no_connection_tracking: bool,
 }
 
 #[derive(Args)]
@@ -77,6 +82,10 @@ pub struct RunArgs {
     /// one that has no request in progress; when every one has, it is answered 503.
     #[arg(long = "web.max-connections", value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+    /// Distinct `workload` label values of rstmon_workload_resets_total; later
+    /// workloads are counted as workload="other" (rstmon_workload_overflow_total).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_workloads: u32,
 }
 
 #[derive(Args)]

@@ -12,10 +12,12 @@ use tracing::info;
 use super::{args::RunArgs, config, require_privileges, shut_down, shutdown_signal, xdp_mode};
 use crate::{
     attach::{Monitor, controller::Controller, select::Selection},
+    attribute::{Names, Sources},
     drain,
     export::{http, server},
     kernel,
     sources::Event,
+    sources::workload::Labels,
 };
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -53,6 +55,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         trace_received: Default::default(),
         decode_errors: Default::default(),
         http: Default::default(),
+        labels: Arc::new(Labels::new(
+            Names::start(Sources::system()),
+            args.max_workloads as usize,
+        )),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_shared = shared.clone();

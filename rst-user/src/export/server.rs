@@ -40,6 +40,8 @@ pub struct Shared {
     /// The HTTP server's own counters (connections open, rejected, closed), rendered
     /// after the exposition proper.
     pub http: Arc<HttpStats>,
+    /// Workload names of the per-workload counters.
+    pub labels: Arc<crate::sources::workload::Labels>,
 }
 
 impl Shared {
@@ -62,6 +64,7 @@ impl Shared {
             trace_received: self.trace_received.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
         };
+        snap.workloads = self.labels.count(&snap.workload_raw, &self.layout.reasons);
         snap.version = env!("CARGO_PKG_VERSION").to_string();
         snap.kernel_release = self.kernel_release.clone();
         let mut text = snap.render()?;

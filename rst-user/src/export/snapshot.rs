@@ -56,6 +56,11 @@ pub struct Snapshot {
     pub kernel: KernelStats,
     pub user: UserStats,
     pub reason_supported: bool,
+    /// Exact per-workload counters as the kernel keys them (cgroup, netns, side, key).
+    pub workload_raw: Vec<(WorkloadKey, u64)>,
+    /// The same, classified and named (filled in by the exporter, which has the names).
+    pub workloads: sources::workload::Counts,
+    pub histograms: sources::workload::Histograms,
     pub version: String,
     pub kernel_release: String,
 }
@@ -126,6 +131,8 @@ impl Counters {
             wire_unattributed: sources::wire::collect_unattributed(&self.wire, self.ncpus),
             sent: sources::sent::collect(&self.send, self.ncpus, &layout.reasons),
             received: sources::received::collect(&self.recv, self.ncpus),
+            workload_raw: sources::workload::collect(&self.workloads, self.ncpus),
+            histograms: sources::workload::collect_histograms(&self.histograms),
             ..Default::default()
         };
         for s in Stat::ALL {

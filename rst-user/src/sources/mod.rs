@@ -9,6 +9,7 @@
 pub mod received;
 pub mod sent;
 pub mod wire;
+pub mod workload;
 
 use std::collections::BTreeMap;
 
