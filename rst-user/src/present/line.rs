@@ -46,6 +46,36 @@ impl Sample {
         if self.timestamp_option == Some(true) {
             s += " ts";
         }
+        if let Some(w) = &self.owner {
+            s += &format!(" workload={}", w.workload);
+            match (w.pid, &w.comm, w.pid_source) {
+                (Some(pid), Some(comm), Some(how)) => {
+                    s += &format!(" pid={pid} comm={comm} ({how})")
+                }
+                _ => s += " pid=-",
+            }
+            if let Some(uid) = w.uid {
+                s += &format!(" uid={uid}");
+            }
+            if let Some(c) = &w.conn {
+                let secs = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}s"));
+                s += &format!(
+                    " age={} idle_rx={} idle_tx={} rx={}B acked={}B segs={}/{} unread={}B unsent={}B unacked={}B srtt={}us retrans={}",
+                    secs(c.age_s),
+                    secs(c.idle_rx_s),
+                    secs(c.idle_tx_s),
+                    c.bytes_received,
+                    c.bytes_acked,
+                    c.segs_in,
+                    c.segs_out,
+                    c.unread_bytes,
+                    c.unsent_bytes,
+                    c.unacked_bytes,
+                    c.srtt_us,
+                    c.retrans
+                );
+            }
+        }
         s
     }
 }

@@ -74,6 +74,7 @@ pub fn present(p: &Presenter, r: &RecvEvent) -> Sample {
         ttl: None,
         payload_len: None,
         timestamp_option: None,
+        owner: Some(p.who(&r.attr, &r.conn)),
     }
 }
 
@@ -91,6 +92,7 @@ mod tests {
             reasons: &reasons,
             ifnames: &ifnames,
             boot_offset_ns: 0,
+            names: None,
         };
         let recv = RecvEvent {
             kind: EVENT_RECV,
