@@ -109,6 +109,7 @@ impl<K: Eq + Hash + Clone, V> Capped<K, V> {
         self.map.get(k)
     }
 
+    /// Inserts or replaces; a new key beyond the cap pushes the oldest out.
     pub fn insert(&mut self, k: K, v: V) {
         if self.map.insert(k.clone(), v).is_none() {
             self.order.push_back(k);

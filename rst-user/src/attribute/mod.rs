@@ -68,11 +68,32 @@ impl Sources {
 struct State {
     /// id → path; `None` for a cgroup that was gone when looked for.
     cgroups: Capped<u64, Option<String>>,
-    /// namespace inode → workload.
-    netns: Capped<u32, String>,
+    /// namespace inode → workload. The kernel reuses a namespace's inode number once
+    /// the namespace is gone, so entries are checked: a named one against its file, the
+    /// others expire after [`NETNS_TTL`].
+    netns: Capped<u32, NsEntry>,
     pending_cg: HashSet<u64>,
     pending_ns: HashSet<u32>,
     stop: bool,
+}
+
+/// How long the workload of an unnamed namespace is trusted before it is looked up again.
+pub const NETNS_TTL: Duration = Duration::from_secs(5);
+
+struct NsEntry {
+    workload: String,
+    /// `/var/run/netns/<name>` of a named namespace: still this inode?
+    check: Option<PathBuf>,
+    at: Instant,
+}
+
+impl NsEntry {
+    fn valid(&self, ns: u32) -> bool {
+        match &self.check {
+            Some(p) => netns::ns_inode(p) == Some(ns),
+            None => self.workload == "host" || self.at.elapsed() < NETNS_TTL,
+        }
+    }
 }
 
 struct Inner {
@@ -248,8 +269,8 @@ impl Inner {
                 cgroup: None,
             });
         }
-        st.netns.get(&ns).map(|w| Owner {
-            workload: w.clone(),
+        st.netns.get(&ns).filter(|e| e.valid(ns)).map(|e| Owner {
+            workload: e.workload.clone(),
             cgroup: None,
         })
     }
@@ -296,27 +317,34 @@ impl Inner {
                     .collect();
                 (names, netns::owner_cgroups(&unnamed))
             };
-            let ns_workloads: Vec<(u32, String)> = nss
+            let ns_workloads: Vec<(u32, NsEntry)> = nss
                 .iter()
                 .map(|&ns| {
-                    let w = if Some(ns) == self.sources.initial_netns {
+                    let mut check = None;
+                    let workload = if Some(ns) == self.sources.initial_netns {
                         "host".to_string()
                     } else if let Some(n) = names.get(&ns) {
+                        check = Some(self.sources.netns_dir.join(n));
                         format!("netns:{n}")
                     } else if let Some(path) = owners.get(&ns) {
                         self.workload_of(path)
                     } else {
                         format!("netns:{ns}")
                     };
-                    (ns, w)
+                    let e = NsEntry {
+                        workload,
+                        check,
+                        at: Instant::now(),
+                    };
+                    (ns, e)
                 })
                 .collect();
             let mut st = lock(&self.state);
             for cg in cgs {
                 st.cgroups.insert(cg, paths.get(&cg).cloned());
             }
-            for (ns, w) in ns_workloads {
-                st.netns.insert(ns, w);
+            for (ns, e) in ns_workloads {
+                st.netns.insert(ns, e);
             }
             drop(st);
             self.done.notify_all();

@@ -107,9 +107,11 @@ impl Labels {
         &self.names
     }
 
-    /// Classifies and names `raw` (from [`collect`]).
+    /// Classifies and names `raw` (from [`collect`]). Waits up to [`RESOLVE_WAIT`] for
+    /// ids never named before (a scrape, not the drain loop).
     pub fn count(&self, raw: &[(WorkloadKey, u64)], reasons: &BTreeMap<u32, String>) -> Counts {
         let mut given = self.given.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ns_labels: HashMap<(u64, u32), String> = HashMap::new();
         let mut new: Vec<(u64, u32)> = raw
             .iter()
             .map(|(k, _)| (k.cgroup_id, k.netns))
@@ -123,14 +125,21 @@ impl Labels {
             // stable and deterministic.
             for id in new {
                 if let Some(Some(owner)) = resolved.get(&id) {
-                    given.insert(id, self.admission.label(&owner.workload));
+                    // A cgroup id is never reused: its label is final. A namespace's
+                    // inode is reused after it is gone: asked again each scrape.
+                    let label = self.admission.label(&owner.workload);
+                    if id.0 != 0 {
+                        given.insert(id, label);
+                    } else {
+                        ns_labels.insert(id, label);
+                    }
                 }
             }
         }
         let mut out = Counts::default();
         for (k, v) in raw {
             let id = (k.cgroup_id, k.netns);
-            let label = match given.get(&id) {
+            let label = match given.get(&id).or_else(|| ns_labels.get(&id)) {
                 Some(l) => l.clone(),
                 // Not resolved within the wait: its ids, for this scrape only.
                 None => self.admission.label(&Names::fallback(id.0, id.1).workload),
