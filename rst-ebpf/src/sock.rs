@@ -134,7 +134,7 @@ pub(crate) fn attribute_send(
     a.netns = sk_netns(sk, o);
     if full {
         owner(sk, o, a);
-        let start = CONNS.get_ptr(&sk);
+        let start = CONNS.get_ptr(sk);
         // An active reset (no trigger) while a task holds the socket lock runs in that
         // task's system call (close(), disconnect, ss -K): softirq and timers never
         // process a socket its owner has locked.
@@ -171,7 +171,7 @@ pub(crate) fn attribute_recv(
     reset(a);
     a.netns = sk_netns(sk, o);
     owner(sk, o, a);
-    let start = CONNS.get_ptr(&sk);
+    let start = CONNS.get_ptr(sk);
     if let Some(s) = start {
         // SAFETY: a live map value.
         unsafe { set_from(a, (*s).pid_source, (*s).pid, &(*s).comm) };
@@ -338,11 +338,11 @@ pub fn rstmon_sock_set_state(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     if new == state::LISTEN {
-        let _ = CONNS.remove(&sk);
+        let _ = CONNS.remove(sk);
         if key.port == 0 {
             return 0;
         }
-        match LISTENERS.get_ptr_mut(&key) {
+        match LISTENERS.get_ptr_mut(key) {
             Some(p) => {
                 // SAFETY: a live map value.
                 unsafe {
@@ -361,20 +361,20 @@ pub fn rstmon_sock_set_state(ctx: RawTracePointContext) -> u32 {
                     _pad: 0,
                     comm: bpf_get_current_comm().unwrap_or([0; 16]),
                 };
-                let _ = LISTENERS.insert(&key, &li, 0);
+                let _ = LISTENERS.insert(key, li, 0);
             }
         }
         return 0;
     }
     // LISTEN → CLOSE.
-    if let Some(p) = LISTENERS.get_ptr_mut(&key) {
+    if let Some(p) = LISTENERS.get_ptr_mut(key) {
         // SAFETY: a live map value.
         let left = unsafe {
             (*p).listeners = (*p).listeners.saturating_sub(1);
             (*p).listeners
         };
         if left == 0 {
-            let _ = LISTENERS.remove(&key);
+            let _ = LISTENERS.remove(key);
         }
     }
     0
@@ -390,7 +390,7 @@ fn record(sk: u64, source: u8, pid: u32, comm: [u8; 16]) {
         _pad: [0; 3],
         comm,
     };
-    let _ = CONNS.insert(&sk, &s, 0);
+    let _ = CONNS.insert(sk, s, 0);
 }
 
 const _: () = assert!(core::mem::size_of::<Scratch>() == 13 * 8);

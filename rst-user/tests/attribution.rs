@@ -43,11 +43,10 @@ fn helper() {
     };
     let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
     let ns = fs::File::open(env("RSTMON_NETNS")).expect("netns");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&ns);
     // SAFETY: a valid namespace fd; setns affects this thread, which makes the sockets.
-    assert_eq!(
-        unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) },
-        0
-    );
+    let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
     let name = std::ffi::CString::new(mode.clone()).expect("name");
     // SAFETY: PR_SET_NAME with a NUL-terminated string: this thread's comm.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
