@@ -62,6 +62,22 @@ fn helper() {
             std::thread::sleep(Duration::from_millis(300)); // the other 904 bytes arrive
             drop(s); // close() with unread data: the reset
         }
+        "hold" => {
+            // Accepts one connection and reads until the peer's reset ends it.
+            let l = TcpListener::bind(addr).expect("bind");
+            println!("rstmon-port={}", l.local_addr().expect("local").port());
+            io::stdout().flush().expect("flush");
+            let (mut s, _) = l.accept().expect("accept");
+            let mut buf = [0u8; 64];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => panic!("FIN, want a reset"),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+        }
         "refused" => match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
             other => panic!("connect to {addr}: {other:?}, want refused"),
@@ -314,6 +330,66 @@ fn s3_in_a_service_cgroup_ipv4() {
 #[test]
 fn s3_in_a_service_cgroup_ipv6() {
     s3_in_a_service(true);
+}
+
+// --- a listener's child: its listen() caller -------------------------------------------
+
+/// The port a helper printed (libtest prints `test helper ... ` before it).
+fn helper_port(child: &mut Child) -> (u16, BufReader<std::process::ChildStdout>) {
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    loop {
+        let mut l = String::new();
+        assert!(
+            out.read_line(&mut l).expect("helper output") > 0,
+            "helper ended"
+        );
+        if let Some((_, p)) = l.trim().split_once("rstmon-port=") {
+            return (p.parse().expect("port"), out);
+        }
+    }
+}
+
+#[test]
+fn accepted_socket_names_its_listen_caller() {
+    let pair = Pair::new().expect("namespaces");
+    let tag = std::process::id();
+    let cg = Cgroup::new(
+        &format!("rstmon-test-{tag}.slice"),
+        &format!("holder-{tag}.service"),
+    );
+    let watch = watch(&pair.b, &pair.b_if);
+    let mut child = spawn_helper("hold", &cg, &pair.b, SocketAddr::new(pair.b4.into(), 0));
+    let pid = child.id();
+    let (port, mut out) = helper_port(&mut child);
+    let server = SocketAddr::new(pair.b4.into(), port);
+    let client = pair
+        .a
+        .run(|| -> io::Result<SocketAddr> {
+            let mut s = TcpStream::connect(server)?;
+            s.write_all(b"hello")?;
+            std::thread::sleep(Duration::from_millis(100));
+            let local = s.local_addr()?;
+            set_linger0(&s)?;
+            drop(s); // zero-linger abort: the server's accepted socket gets the RST
+            Ok(local)
+        })
+        .expect("netns")
+        .expect("client");
+    let _ = out.read_to_string(&mut String::new());
+    wait_ok(child, "hold");
+    let rcv = watch
+        .find(WAIT, |v| {
+            v["direction"] == "received" && at(v, (server, client))
+        })
+        .expect("the server's received sample");
+    println!("{rcv}");
+    assert_eq!(rcv["cause"], "peer_abort");
+    // Accepted from the helper's listener: the task that called listen().
+    assert_eq!(rcv["pid_source"], "listen", "{rcv}");
+    assert_eq!(rcv["pid"], pid);
+    assert_eq!(rcv["comm"], "hold");
+    assert_eq!(rcv["workload"], format!("holder-{tag}.service").as_str());
+    assert_eq!(rcv["conn"]["bytes_received"], 5);
 }
 
 // --- S1 into a named namespace ----------------------------------------------------------
