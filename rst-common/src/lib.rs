@@ -36,6 +36,13 @@ mod pod {
     unsafe impl aya::Pod for PendingKey {}
     // SAFETY: repr(C), two u64 fields.
     unsafe impl aya::Pod for PendingReset {}
+    unsafe impl aya::Pod for WorkloadKey {}
+    // SAFETY: repr(C), only integer fields, explicit padding.
+    unsafe impl aya::Pod for ConnStart {}
+    // SAFETY: repr(C), only integer fields, no padding.
+    unsafe impl aya::Pod for ListenKey {}
+    // SAFETY: repr(C), only integer fields, explicit padding.
+    unsafe impl aya::Pod for ListenInfo {}
     // SAFETY: repr(C), only u16 fields, no padding.
     unsafe impl aya::Pod for TraceOffsets {}
 }

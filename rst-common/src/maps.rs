@@ -18,6 +18,15 @@ pub const MAP_WIRE_UNATTRIBUTED: &str = "WIRE_UNATTRIBUTED";
 pub const MAP_SEND_COUNTERS: &str = "SEND_COUNTERS";
 /// Per-CPU hash map: [`crate::RecvKey`] → `u64`. Every `tcp:tcp_receive_reset` hit, exact.
 pub const MAP_RECV_COUNTERS: &str = "RECV_COUNTERS";
+/// Per-CPU hash map: [`crate::WorkloadKey`] → `u64`. Every sent and received reset,
+/// exact, by cgroup and network namespace (allocated on use, [`WORKLOAD_MAP_ENTRIES`]).
+pub const MAP_WORKLOAD_COUNTERS: &str = "WORKLOAD_COUNTERS";
+/// Per-CPU array of `u64`: the idle and age histograms ([`crate::hist_index`]).
+pub const MAP_HISTOGRAMS: &str = "HISTOGRAMS";
+/// LRU hash map: socket address → [`crate::ConnStart`].
+pub const MAP_CONNS: &str = "CONNS";
+/// LRU hash map: [`crate::ListenKey`] → [`crate::ListenInfo`].
+pub const MAP_LISTENERS: &str = "LISTENERS";
 /// Per-CPU array of `u64` self-counters indexed by [`crate::stats::Stat`].
 pub const MAP_STATS: &str = "STATS";
 /// Ring buffer carrying [`crate::WireEvent`], [`crate::SendEvent`] and [`crate::RecvEvent`] samples.
@@ -47,12 +56,22 @@ pub const PROG_RECV_RESET: &str = "rstmon_receive_reset";
 pub const PROG_TC: &str = "rstmon_tc";
 /// Benchmark baseline: a TC classifier that only returns.
 pub const PROG_TC_NOOP: &str = "rstmon_tc_noop";
+pub const PROG_SET_STATE: &str = "rstmon_sock_set_state";
 
 /// Ring-buffer size in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 22;
 
 /// Entries of the SEND/RECV counter hash maps (their keys are few: classification keys).
 pub const COUNTER_MAP_ENTRIES: u32 = 4096;
+
+/// Entries of `WORKLOAD_COUNTERS`: (cgroup, namespace, side, classification key).
+pub const WORKLOAD_MAP_ENTRIES: u32 = 1 << 16;
+/// Entries of the connection table `CONNS` (LRU: the oldest are forgotten first).
+pub const CONN_TABLE_ENTRIES: u32 = 1 << 16;
+/// Entries of `LISTENERS`.
+pub const LISTEN_TABLE_ENTRIES: u32 = 1 << 14;
+/// Entries of `HISTOGRAMS`: (idle, age) × (sent, received) × slots.
+pub const HISTOGRAM_ENTRIES: u32 = 4 * crate::HIST_SLOTS;
 
 /// Default number of interface slots in `WIRE_SLOTS` (the daemon may size it at load).
 pub const WIRE_SLOTS_DEFAULT: u32 = 1024;

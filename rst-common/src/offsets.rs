@@ -52,9 +52,53 @@ pub struct TraceOffsets {
     /// `rx_opt.tstamp_ok`.
     pub tp_saw_tstamp_bit: u16,
     pub tp_tstamp_ok_bit: u16,
-    pub _pad: u16,
+    // Attribution (struct sock, struct cgroup, struct kernfs_node, struct net).
+    /// `sk_cgrp_data.cgroup` (struct cgroup *, cgroup v2).
+    pub sk_cgrp_cgroup: u16,
+    /// `cgroup.kn` (struct kernfs_node *).
+    pub cgroup_kn: u16,
+    /// `kernfs_node.id` (u64).
+    pub kn_id: u16,
+    /// `sk_uid.val` (u32).
+    pub sk_uid: u16,
+    /// `__sk_common.skc_net.net` (struct net *): also valid in time-wait and request
+    /// mini-sockets.
+    pub sk_net: u16,
+    /// `net.ns.inum` (u32).
+    pub net_ns_inum: u16,
+    /// `sk_protocol` (u16).
+    pub sk_protocol: u16,
+    /// `sk_lock.owned` (int): set while a task holds the socket lock.
+    pub sk_lock_owned: u16,
+    /// `__sk_common.skc_num` (u16, local port, host order).
+    pub sk_num: u16,
+    /// `__sk_common.skc_listener` (a request socket's listener).
+    pub sk_listener: u16,
+    /// `sk_buff.dev` (struct net_device *).
+    pub skb_dev: u16,
+    /// `net_device.nd_net.net` (struct net *).
+    pub dev_nd_net: u16,
+    // struct tcp_sock (struct inet_connection_sock at its start).
+    pub tp_bytes_received: u16,
+    pub tp_bytes_acked: u16,
+    pub tp_segs_in: u16,
+    pub tp_segs_out: u16,
+    pub tp_rcv_nxt: u16,
+    pub tp_copied_seq: u16,
+    pub tp_write_seq: u16,
+    pub tp_snd_nxt: u16,
+    pub tp_snd_una: u16,
+    pub tp_srtt_us: u16,
+    pub tp_total_retrans: u16,
+    pub tp_rcv_tstamp: u16,
+    pub tp_lsndtime: u16,
+    /// `inet_connection_sock.icsk_ack.lrcvtime`.
+    pub icsk_lrcvtime: u16,
+    /// The kernel's CONFIG_HZ (jiffies per second), 0 when unknown (no idle times).
+    pub hz: u16,
+    pub _pad: [u16; 2],
 }
-const _: () = assert!(size_of::<TraceOffsets>() == 40);
+const _: () = assert!(size_of::<TraceOffsets>() == 96);
 
 pub const OFF_NONE: u16 = u16::MAX;
 
@@ -79,6 +123,33 @@ impl TraceOffsets {
         sock_linger_bit: OFF_NONE,
         tp_saw_tstamp_bit: OFF_NONE,
         tp_tstamp_ok_bit: OFF_NONE,
-        _pad: 0,
+        sk_cgrp_cgroup: OFF_NONE,
+        cgroup_kn: OFF_NONE,
+        kn_id: OFF_NONE,
+        sk_uid: OFF_NONE,
+        sk_net: OFF_NONE,
+        net_ns_inum: OFF_NONE,
+        sk_protocol: OFF_NONE,
+        sk_lock_owned: OFF_NONE,
+        sk_num: OFF_NONE,
+        sk_listener: OFF_NONE,
+        skb_dev: OFF_NONE,
+        dev_nd_net: OFF_NONE,
+        tp_bytes_received: OFF_NONE,
+        tp_bytes_acked: OFF_NONE,
+        tp_segs_in: OFF_NONE,
+        tp_segs_out: OFF_NONE,
+        tp_rcv_nxt: OFF_NONE,
+        tp_copied_seq: OFF_NONE,
+        tp_write_seq: OFF_NONE,
+        tp_snd_nxt: OFF_NONE,
+        tp_snd_una: OFF_NONE,
+        tp_srtt_us: OFF_NONE,
+        tp_total_retrans: OFF_NONE,
+        tp_rcv_tstamp: OFF_NONE,
+        tp_lsndtime: OFF_NONE,
+        icsk_lrcvtime: OFF_NONE,
+        hz: 0,
+        _pad: [0; 2],
     };
 }

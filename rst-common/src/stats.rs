@@ -19,6 +19,9 @@ pub enum Stat {
     CounterMapFull = 5,
     /// Kernel reads (probe_read) that failed in the tracepoint programs.
     ReadErrors = 6,
+    /// Per-workload counter updates that failed (`WORKLOAD_COUNTERS` full): the reset
+    /// is still in the sent/received families, not in the workload family.
+    WorkloadMapFull = 7,
 }
 
 /// Number of [`Stat`] slots: the size of the STATS map.
@@ -26,7 +29,7 @@ pub const STAT_COUNT: u32 = Stat::ALL.len() as u32;
 
 impl Stat {
     /// Every stat, in slot order.
-    pub const ALL: [Stat; 7] = [
+    pub const ALL: [Stat; 8] = [
         Stat::WireRingFull,
         Stat::WireRateLimited,
         Stat::TraceRingFull,
@@ -34,6 +37,7 @@ impl Stat {
         Stat::TraceSampled,
         Stat::CounterMapFull,
         Stat::ReadErrors,
+        Stat::WorkloadMapFull,
     ];
 
     /// Slot in the STATS map.
@@ -54,6 +58,7 @@ impl Stat {
             Stat::TraceSampled => (SUBMITTED, &[("source", "trace")]),
             Stat::CounterMapFull => (ERRORS, &[("kind", "counter_map_full")]),
             Stat::ReadErrors => (ERRORS, &[("kind", "kernel_read")]),
+            Stat::WorkloadMapFull => (ERRORS, &[("kind", "workload_map_full")]),
         }
     }
 }

@@ -10,14 +10,17 @@
 //!   overrides another classifier: every path returns `TC_ACT_UNSPEC`.
 //! * `rstmon_send_reset` and `rstmon_receive_reset`, raw tracepoints on the kernel's
 //!   `tcp_send_reset` and `tcp_receive_reset`: count by classification key, exactly, and
-//!   sample.
+//!   sample, with the socket's owner, process and connection context (`sock.rs`).
 //!   `rstmon_send_reset` also announces each reset in `PENDING_RESETS`, for `rstmon_tc`.
+//! * `rstmon_sock_set_state`, a raw tracepoint on `inet_sock_set_state`: records the
+//!   connect() and listen() callers and each connection's start.
 //! * `rstmon_xdp_noop`, `rstmon_tc_noop`: the benchmark baselines.
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
 
 mod limit;
+mod sock;
 mod tc;
 mod trace;
 mod util;
@@ -30,10 +33,11 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use rst_common::{
-    COUNTER_MAP_ENTRIES, EGRESS_ORIGIN_COUNTERS, EVENTS_BYTES, FORWARDED_ENTRIES,
-    IFINDEX_SLOT_ENTRIES, PENDING_RESETS_ENTRIES, PendingKey, PendingReset, RecvKey, STAT_COUNT,
-    SampleWindow, SendKey, TraceOffsets, WIRE_OVERFLOW_ENTRIES, WIRE_SLOT_COUNTERS,
-    WIRE_SLOTS_DEFAULT, WireKey,
+    CONN_TABLE_ENTRIES, COUNTER_MAP_ENTRIES, ConnStart, EGRESS_ORIGIN_COUNTERS, EVENTS_BYTES,
+    FORWARDED_ENTRIES, HISTOGRAM_ENTRIES, IFINDEX_SLOT_ENTRIES, LISTEN_TABLE_ENTRIES, ListenInfo,
+    ListenKey, PENDING_RESETS_ENTRIES, PendingKey, PendingReset, RecvKey, STAT_COUNT, SampleWindow,
+    SendKey, TraceOffsets, WIRE_OVERFLOW_ENTRIES, WIRE_SLOT_COUNTERS, WIRE_SLOTS_DEFAULT,
+    WORKLOAD_MAP_ENTRIES, WireKey, WorkloadKey,
 };
 
 // --- configuration, written by user space at load time ---------------------------------
@@ -75,6 +79,21 @@ pub(crate) static SEND_COUNTERS: PerCpuHashMap<SendKey, u64> =
 #[map(name = "RECV_COUNTERS")]
 pub(crate) static RECV_COUNTERS: PerCpuHashMap<RecvKey, u64> =
     PerCpuHashMap::with_max_entries(COUNTER_MAP_ENTRIES, 0);
+#[map(name = "WORKLOAD_COUNTERS")]
+pub(crate) static WORKLOAD_COUNTERS: PerCpuHashMap<WorkloadKey, u64> =
+    PerCpuHashMap::with_max_entries(WORKLOAD_MAP_ENTRIES, BPF_F_NO_PREALLOC);
+#[map(name = "HISTOGRAMS")]
+pub(crate) static HISTOGRAMS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(HISTOGRAM_ENTRIES, 0);
+#[map(name = "CONNS")]
+pub(crate) static CONNS: LruHashMap<u64, ConnStart> =
+    LruHashMap::with_max_entries(CONN_TABLE_ENTRIES, 0);
+#[map(name = "LISTENERS")]
+pub(crate) static LISTENERS: LruHashMap<ListenKey, ListenInfo> =
+    LruHashMap::with_max_entries(LISTEN_TABLE_ENTRIES, 0);
+/// One reset's attribution and connection context, per CPU (too big for the stack).
+#[map(name = "SCRATCH")]
+pub(crate) static SCRATCH: PerCpuArray<[u64; 13]> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "STATS")]
 pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 #[map(name = "BUCKET")]

@@ -37,22 +37,23 @@ use aya_log_ebpf::debug;
 use rst_common::{
     AF_INET, AF_INET6, EVENT_RECV, EVENT_SEND, FAMILY_IPV4, FAMILY_IPV6, NO_TRIGGER, OFF_NONE,
     ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN, PendingKey, PendingReset, REASON_UNAVAILABLE,
-    RecvKey, SEND_LINGER0, SEND_TRIG_DATA, SendKey, Stat, TraceEvent, TraceOffsets, state,
+    RecvKey, SEND_LINGER0, SEND_TRIG_DATA, SIDE_RECEIVED, SIDE_SENT, SendKey, Stat, TraceEvent,
+    TraceOffsets, recv_key_bits, send_key_bits, state,
 };
 
 use crate::{
-    EVENTS, PENDING_RESETS, RECV_COUNTERS, SEND_COUNTERS, TRACE_OFFSETS,
+    EVENTS, PENDING_RESETS, RECV_COUNTERS, SEND_COUNTERS, TRACE_OFFSETS, sock,
     util::{atomic_add, count, stat_add, submit_flags},
 };
 
 #[inline(always)]
-fn offsets() -> TraceOffsets {
+pub(crate) fn offsets() -> TraceOffsets {
     // SAFETY: a plain read of a load-time constant.
     unsafe { read_volatile(&TRACE_OFFSETS) }
 }
 
 #[inline(always)]
-fn kread<T>(base: u64, off: u16) -> Option<T> {
+pub(crate) fn kread<T>(base: u64, off: u16) -> Option<T> {
     if base == 0 || off == OFF_NONE {
         return None;
     }
@@ -295,7 +296,17 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
     if skb != 0 {
         announce(src, &o);
     }
-    if !emit(EVENT_SEND, key, src, &o) {
+    let Some(x) = sock::scratch() else {
+        return 0;
+    };
+    let start = sock::attribute_send(&mut x.attr, sk, skb, state, full, &o);
+    if full {
+        sock::conn_info(&mut x.conn, sk, state, start, &o);
+    } else {
+        sock::no_conn(&mut x.conn);
+    }
+    sock::account(SIDE_SENT, send_key_bits(key), &x.attr, &x.conn);
+    if !emit(EVENT_SEND, key, src, x, &o) {
         stat_add(Stat::ReadErrors);
         debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the addresses of sk {:x} / skb {:x}", sk, skb);
     }
@@ -338,7 +349,13 @@ pub fn rstmon_receive_reset(ctx: RawTracePointContext) -> u32 {
     } else {
         Source::None
     };
-    if !emit(EVENT_RECV, key, src, &o) {
+    let Some(x) = sock::scratch() else {
+        return 0;
+    };
+    let start = sock::attribute_recv(&mut x.attr, sk, &o);
+    sock::conn_info(&mut x.conn, sk, state, start, &o);
+    sock::account(SIDE_RECEIVED, recv_key_bits(key), &x.attr, &x.conn);
+    if !emit(EVENT_RECV, key, src, x, &o) {
         stat_add(Stat::ReadErrors);
         debug!(&ctx, target: "rstmon::ebpf", "tcp_receive_reset: cannot read the addresses of sk {:x}", sk);
     }
@@ -446,7 +463,7 @@ fn announce(src: Source, o: &TraceOffsets) {
 /// ports from `src` straight into the reservation (nothing is read when the ring is
 /// full). False when a read failed (its fields are then zero).
 #[inline(always)]
-fn emit<K: 'static>(kind: u8, key: K, src: Source, o: &TraceOffsets) -> bool {
+fn emit<K: 'static>(kind: u8, key: K, src: Source, x: &sock::Scratch, o: &TraceOffsets) -> bool {
     let flags = submit_flags(size_of::<TraceEvent<K>>().next_multiple_of(8) as u64 + 8);
     let Some(mut entry) = EVENTS.reserve::<TraceEvent<K>>(0) else {
         stat_add(Stat::TraceRingFull);
@@ -460,6 +477,8 @@ fn emit<K: 'static>(kind: u8, key: K, src: Source, o: &TraceOffsets) -> bool {
     // SAFETY: helper without preconditions.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev._pad1 = [0; 4];
+    ev.attr = x.attr;
+    ev.conn = x.conn;
     let (s, d) = (ev.saddr.as_mut_ptr(), ev.daddr.as_mut_ptr());
     // An IPv6 read fills all 16 bytes of an address (zeroes them when it fails); an
     // IPv4 one the first 4: the rest is zeroed here.

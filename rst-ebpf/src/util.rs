@@ -66,6 +66,19 @@ pub(crate) fn array_add(map: &PerCpuArray<u64>, idx: u32) -> bool {
     }
 }
 
+/// Adds `n` to a per-CPU array slot; false when `idx` is beyond the array.
+#[inline(always)]
+pub(crate) fn array_add_n(map: &PerCpuArray<u64>, idx: u32, n: u64) -> bool {
+    match map.get_ptr_mut(idx) {
+        Some(p) => {
+            // SAFETY: as in `array_add`.
+            unsafe { *p += n };
+            true
+        }
+        None => false,
+    }
+}
+
 /// Submit flags for a record of `record` bytes that brings a byte count to `after`: a
 /// forced consumer wakeup each time the count crosses another multiple of WAKEUP_BYTES,
 /// no wakeup otherwise.

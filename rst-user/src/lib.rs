@@ -16,6 +16,7 @@
 //! | [`sys`] | raw system calls aya does not wrap |
 
 pub mod attach;
+pub mod attribute;
 pub mod classify;
 pub mod cli;
 pub mod drain;

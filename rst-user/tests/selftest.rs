@@ -22,10 +22,14 @@ fn namespaces_of(pid: u32) -> Vec<String> {
 
 #[test]
 fn selftest_matches_every_row() {
-    let out = Command::new(RSTMON)
+    let child = Command::new(RSTMON)
         .arg("selftest")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run rstmon selftest");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait for selftest");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -42,7 +46,27 @@ fn selftest_matches_every_row() {
         28,
         "7 situations x 2 families x 2 sides:\n{stdout}"
     );
-    assert!(rows.iter().all(|r| r.ends_with(" ok")), "{stdout}");
+    // id fam side expected observed verdict workload process
+    let cols = |r: &str| r.split_whitespace().map(String::from).collect::<Vec<_>>();
+    assert!(rows.iter().all(|r| cols(r)[5] == "ok"), "{stdout}");
+    for r in &rows {
+        let c = cols(r);
+        assert_eq!(c.len(), 8, "a workload and a process per row: {r}");
+        match (c[0].as_str(), c[2].as_str()) {
+            // No socket: the namespace the SYN arrived in, no process.
+            ("S1" | "S5" | "S6", "sender") => {
+                assert!(c[6].starts_with(&format!("netns:rstmon-{pid}-")), "{r}");
+                assert_eq!(c[7], "pid=-", "{r}");
+            }
+            // close() in the selftest itself.
+            ("S2" | "S3" | "S7", "sender") => {
+                assert!(c[7].starts_with(&format!("pid={pid}/")), "{r}")
+            }
+            // The client's connect() caller: the selftest.
+            (_, "receiver") => assert!(c[7].starts_with(&format!("pid={pid}/")), "{r}"),
+            _ => {}
+        }
+    }
     assert!(stdout.contains("28 rows: 28 ok, 0 mismatched"), "{stdout}");
 }
 

@@ -1,5 +1,5 @@
 //! rstmon benchmarks: `cargo xtask bench` (as root), or
-//! `cargo bench -p rst-user --bench rstmon -- [--quick] [--only P1,P2,P3,P4,P5,P6,E1,E2] [--no-write]`.
+//! `cargo bench -p rst-user --bench rstmon -- [--quick] [--only P1,P2,P3,P4,P5,P6,P7,E1,E2] [--no-write]`.
 //!
 //! Prints one table and, after a full run, writes it with the date, kernel and CPU into
 //! `docs/performance.md`, below the hand-written method (see [`RESULTS_MARKER`]). Every
@@ -7,7 +7,7 @@
 //! the order), at least five rounds, and reported as median (min–max). Progress goes to
 //! stderr.
 //!
-//! One module per benchmark ([`p1`]–[`p6`], [`egress`] for E1 and E2, the TC egress
+//! One module per benchmark ([`p1`]–[`p7`], [`egress`] for E1 and E2, the TC egress
 //! program in P1's and P2's style); [`drainer`] is the sink they share, [`ext`]
 //! the external programs they run (node_exporter, bpftrace), [`stats`] and [`report`]
 //! turn measurements into the table. Loading, the traffic generator, the daemon guard,
@@ -22,6 +22,7 @@ mod p3;
 mod p4;
 mod p5;
 mod p6;
+mod p7;
 mod report;
 mod stats;
 
@@ -41,6 +42,7 @@ use crate::{
     p4::p4,
     p5::p5,
     p6::p6,
+    p7::p7,
     report::{cpu_model, table, today},
 };
 
@@ -81,7 +83,7 @@ impl Opts {
                 "--bench" => {}
                 "-h" | "--help" => {
                     println!(
-                        "usage: rstmon-bench [--quick] [--only P1,P2,P3,P4,P5,P6,E1,E2] [--no-write]\n\
+                        "usage: rstmon-bench [--quick] [--only P1,P2,P3,P4,P5,P6,P7,E1,E2] [--no-write]\n\
                          Writes docs/performance.md after a full (not --quick, not --only) run."
                     );
                     std::process::exit(0);
@@ -175,6 +177,9 @@ fn run() -> anyhow::Result<()> {
     }
     if o.wants("P6") {
         rows.extend(p6(&o, &mut notes)?);
+    }
+    if o.wants("P7") {
+        rows.extend(p7(&o, &mut notes)?);
     }
     if o.wants("E1") {
         rows.extend(egress::e1(&o, &mut notes)?);

@@ -13,17 +13,17 @@ use aya::{
     sys::SyscallError,
 };
 use rst_common::{
-    MAP_EGRESS_ORIGINS, MAP_EVENTS, MAP_FORWARDED, MAP_FORWARDED_UNATTRIBUTED, MAP_IFINDEX_SLOT,
-    MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS, MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS,
-    MAP_WIRE_UNATTRIBUTED, PROG_RECV_RESET, PROG_SEND_RESET, PROG_TC, PROG_XDP, WIRE_SLOT_COUNTERS,
-    WIRE_SLOTS_DEFAULT, globals,
+    MAP_EGRESS_ORIGINS, MAP_EVENTS, MAP_FORWARDED, MAP_FORWARDED_UNATTRIBUTED, MAP_HISTOGRAMS,
+    MAP_IFINDEX_SLOT, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS, MAP_WIRE_COUNTERS,
+    MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, MAP_WORKLOAD_COUNTERS, PROG_RECV_RESET, PROG_SEND_RESET,
+    PROG_SET_STATE, PROG_TC, PROG_XDP, WIRE_SLOT_COUNTERS, WIRE_SLOTS_DEFAULT, globals,
 };
 use tracing::warn;
 
 use super::error::{LoadError, has_errno, one_line};
 use crate::{
     export::snapshot::{Counters, EgressMaps, WireMaps},
-    kernel::{self, KernelError, KernelLayout, RECV_RESET_TP, SEND_RESET_TP},
+    kernel::{self, KernelError, KernelLayout, RECV_RESET_TP, SEND_RESET_TP, SET_STATE_TP},
 };
 
 /// The compiled eBPF object, built by build.rs.
@@ -49,6 +49,9 @@ pub struct Config {
     /// (`EGRESS_STACK_UNTRACED`); when true it never does, so nothing counts twice.
     /// Set it from a kernel probe; the default (true) can never double count.
     pub send_reset_no_socket_traced: bool,
+    /// Attach `inet_sock_set_state` to record the connect() and listen() callers and
+    /// each connection's start (the process and age of later resets).
+    pub track_connections: bool,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             kernel_log: false,
             wire_slots: WIRE_SLOTS_DEFAULT,
             send_reset_no_socket_traced: true,
+            track_connections: true,
         }
     }
 }
@@ -201,10 +205,18 @@ impl Monitor {
 
         let mut hooks = Vec::new();
         let mut hook_fds = Vec::new();
-        for (name, tp) in [
+        let mut tracing = vec![
             (PROG_SEND_RESET, SEND_RESET_TP),
             (PROG_RECV_RESET, RECV_RESET_TP),
-        ] {
+        ];
+        if cfg.track_connections && layout.has_set_state {
+            tracing.push((PROG_SET_STATE, SET_STATE_TP));
+        } else if cfg.track_connections {
+            warn!(
+                "sock:inet_sock_set_state not usable on this kernel: resets name no connect()/listen() process and no connection age"
+            );
+        }
+        for (name, tp) in tracing {
             let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
             prog.load()
                 .map_err(|error| hook_error(name, "load", error))?;
@@ -212,7 +224,12 @@ impl Monitor {
                 .attach(tp)
                 .map_err(|error| hook_error(name, "attach", error))?;
             // The label keeps the classic tracepoint's name (dashboards use it).
-            hooks.push((format!("tcp:{tp}"), link));
+            let label = if tp == SET_STATE_TP {
+                format!("sock:{tp}")
+            } else {
+                format!("tcp:{tp}")
+            };
+            hooks.push((label.clone(), link));
             let fd = prog
                 .fd()
                 .and_then(|fd| {
@@ -225,7 +242,7 @@ impl Monitor {
                     })
                 })
                 .map_err(|error| LoadError::Program { name, error })?;
-            hook_fds.push((format!("tcp:{tp}"), fd));
+            hook_fds.push((label, fd));
         }
         if layout.offsets.tp_saw_tstamp_bit == rst_common::OFF_NONE {
             warn!(
@@ -248,6 +265,8 @@ impl Monitor {
             send: take(&mut ebpf, MAP_SEND_COUNTERS)?,
             recv: take(&mut ebpf, MAP_RECV_COUNTERS)?,
             stats: take(&mut ebpf, MAP_STATS)?,
+            workloads: take(&mut ebpf, MAP_WORKLOAD_COUNTERS)?,
+            histograms: take(&mut ebpf, MAP_HISTOGRAMS)?,
             ncpus: possible_cpus() as usize,
             hook_fds,
             full_logged: Default::default(),

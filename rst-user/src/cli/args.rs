@@ -87,6 +87,11 @@ pub struct Common {
     /// memory per CPU each); interfaces beyond it are counted exactly on a slower path.
     #[arg(long, default_value_t = rst_common::WIRE_SLOTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub wire_slots: u32,
+    /// Do not follow socket state changes (sock:inet_sock_set_state): resets then name
+    /// no connect()/listen() process and no connection age (the process of a reset
+    /// made in a system call and everything else stay).
+    #[arg(long)]
+    pub no_connection_tracking: bool,
 }
 
 #[derive(Args)]
@@ -124,6 +129,10 @@ pub struct RunArgs {
     #[arg(long = "watch.socket", value_name = "PATH", default_value = stream::DEFAULT_SOCKET,
           value_parser = socket_path)]
     pub watch_socket: PathBuf,
+    /// Distinct `workload` label values of rstmon_workload_resets_total; later
+    /// workloads are counted as workload="other" (rstmon_workload_overflow_total).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_workloads: u32,
 }
 
 #[derive(Args)]

@@ -115,6 +115,7 @@ pub(crate) fn config(c: &Common) -> Config {
         max_samples_per_sec: c.max_samples_per_sec,
         kernel_log: kernel_log_enabled(),
         wire_slots: c.wire_slots,
+        track_connections: !c.no_connection_tracking,
         ..Config::default()
     }
 }

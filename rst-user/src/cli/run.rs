@@ -8,10 +8,12 @@ use tracing::{info, warn};
 use super::{args::RunArgs, config, require_privileges, shut_down, shutdown_signal, xdp_mode};
 use crate::{
     attach::{Monitor, controller::Controller, select::Selection},
+    attribute::{Names, Sources},
     drain,
     export::{http, listen, server, webconfig::WebConfig},
     kernel,
     sources::Event,
+    sources::workload::Labels,
     stream::{Encoder, server as watch_stream},
 };
 
@@ -48,6 +50,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .inspect_err(|e| warn!("no watch stream (--watch.socket): {e}"))
             .ok()
     };
+    let names = Names::start(Sources::system());
     let shared = Arc::new(server::Shared {
         counters,
         layout,
@@ -63,11 +66,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         scrapes: Default::default(),
         fail_render_file: std::env::var_os(server::FAIL_RENDER_ENV).map(Into::into),
         watch: hub.stats.clone(),
+        labels: Arc::new(Labels::new(names.clone(), args.max_workloads as usize)),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_shared = shared.clone();
     let drain_hub = hub.clone();
-    let mut encoder = Encoder::new(shared.layout.reasons.clone(), shared.interfaces.clone());
+    let mut encoder = Encoder::new(
+        shared.layout.reasons.clone(),
+        shared.interfaces.clone(),
+        Some(names),
+    );
     let drainer = tokio::spawn(drain::run(events, stop_rx.clone(), move |ev| {
         let s = &drain_shared;
         match &ev {

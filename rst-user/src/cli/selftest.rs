@@ -8,6 +8,7 @@ use tracing::info;
 use super::require_privileges;
 use crate::{
     attach::{Config, Monitor},
+    attribute::{Names, Sources},
     kernel, netns,
     selftest::{self, Collected},
     sources,
@@ -61,18 +62,20 @@ pub fn run() -> anyhow::Result<bool> {
         kernel::release()
     );
     println!(
-        "{:<3} {:<5} {:<9} {:<18} {:<18} verdict",
-        "id", "fam", "side", "expected", "observed"
+        "{:<3} {:<5} {:<9} {:<18} {:<18} {:<8} workload and process",
+        "id", "fam", "side", "expected", "observed", "verdict"
     );
-    let rows = selftest::run_all(&collected, &programs.layout, |r| {
+    let names = Names::start(Sources::system());
+    let rows = selftest::run_all(&collected, &programs.layout, Some(&names), |r| {
         println!(
-            "{:<3} {:<5} {:<9} {:<18} {:<18} {}",
+            "{:<3} {:<5} {:<9} {:<18} {:<18} {:<8} {}",
             r.id,
             r.family,
             r.side,
             r.expected,
             r.observed,
-            if r.ok() { "ok" } else { "MISMATCH" }
+            if r.ok() { "ok" } else { "MISMATCH" },
+            r.who
         );
     });
     stop.store(true, Ordering::Relaxed);

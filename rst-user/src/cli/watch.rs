@@ -1,10 +1,7 @@
 //! `rstmon watch`: live classified samples, one line (or JSON object) each — from a
 //! running daemon's stream when there is one, else from rstmon's own programs.
 
-use std::{
-    io::{self, Write as _},
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -12,9 +9,10 @@ use tracing::{info, warn};
 use super::{args::WatchArgs, config, require_privileges, shut_down, shutdown_signal, xdp_mode};
 use crate::{
     attach::{Monitor, controller::Controller, select::Selection},
+    attribute::{Names, Sources},
     drain,
-    present::line,
-    stream::{Encoder, client, filter::Filter},
+    present::{line::boot_offset_ns, printer::Printer},
+    stream::{client, filter::Filter},
 };
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
@@ -67,22 +65,18 @@ async fn standalone(args: WatchArgs, filter: Filter) -> anyhow::Result<()> {
     let interfaces = controller.interfaces();
     let json = args.json;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut encoder = Encoder::new(reasons, interfaces.clone());
-    let drainer = tokio::spawn(drain::run(events, stop_rx.clone(), move |ev| {
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => {
-                warn!("undecodable sample: {e}");
-                return;
-            }
-        };
-        let Some(v) = encoder.encode(&ev) else { return };
-        if !filter.matches(&v) {
-            return;
-        }
-        let out = if json { v.to_string() } else { line::line(&v) };
-        // A closed pipe (e.g. `| head`) ends output quietly.
-        let _ = writeln!(io::stdout().lock(), "{out}");
+    let printer = Arc::new(Printer::spawn(
+        json,
+        reasons,
+        interfaces.clone(),
+        Names::start(Sources::system()),
+        boot_offset_ns(),
+        filter,
+    ));
+    let offer = printer.clone();
+    let drainer = tokio::spawn(drain::run(events, stop_rx.clone(), move |ev| match ev {
+        Ok(ev) => offer.offer(ev),
+        Err(e) => warn!("undecodable sample: {e}"),
     }));
     if let Some(logger) = logger {
         tokio::spawn(drain::forward_kernel_log(logger, stop_rx.clone()));
@@ -93,5 +87,9 @@ async fn standalone(args: WatchArgs, filter: Filter) -> anyhow::Result<()> {
         "watching resets (Ctrl-C to stop)"
     );
     shutdown_signal().await;
-    shut_down(stop_tx, follower, drainer).await
+    let done = shut_down(stop_tx, follower, drainer).await;
+    if let Ok(p) = Arc::try_unwrap(printer) {
+        p.finish();
+    }
+    done
 }

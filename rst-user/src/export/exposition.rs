@@ -28,6 +28,8 @@ impl Snapshot {
             sources::wire::family(self),
             sources::egress::family(self),
             sources::egress::forwarded_family(self),
+            sources::workload::family(&self.workloads),
+            sources::workload::overflow_family(&self.workloads),
         ];
 
         let k = &self.kernel;
@@ -167,9 +169,18 @@ impl Snapshot {
         families.retain(|f| !f.is_empty());
         families.sort_by_key(|f| f.name());
         let series: usize = families.iter().map(FamilyBuilder::len).sum();
-        let mut out = String::with_capacity(series * 96 + families.len() * 160);
+        let mut out = String::with_capacity(series * 96 + families.len() * 160 + 8192);
+        // The histograms are written by hand, in their place in name order.
+        let mut histograms = false;
         for f in families {
+            if !histograms && f.name() > sources::workload::AGE {
+                sources::workload::write_histograms(&mut out, &self.histograms);
+                histograms = true;
+            }
             f.write(&mut out);
+        }
+        if !histograms {
+            sources::workload::write_histograms(&mut out, &self.histograms);
         }
         Ok(out)
     }
@@ -212,6 +223,18 @@ mod tests {
         s.egress.forwarded.insert(("veth0".into(), Family::Ipv4), 1);
         s.kernel.set(Stat::WireSampled, 3);
         s.user.wire_received = 3;
+        s.workloads
+            .rows
+            .insert(("sent", "unread_data_close", "nginx.service".into()), 2);
+        s.workloads
+            .rows
+            .insert(("received", "peer_abort", "other".into()), 1);
+        s.workloads.workloads = ["nginx.service".to_string(), "other".to_string()].into();
+        s.workloads.overflow = 1;
+        s.histograms.idle[0].buckets[2] = 2;
+        s.histograms.idle[0].sum_ms = 4_400;
+        s.histograms.age[1].buckets[13] = 1;
+        s.histograms.age[1].sum_ms = 700_000_000;
         s
     }
 

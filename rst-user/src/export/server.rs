@@ -63,6 +63,8 @@ pub struct Shared {
     /// The watch stream's counters (watchers, samples dropped for slow ones), rendered
     /// after the HTTP server's.
     pub watch: Arc<crate::stream::server::Stats>,
+    /// Workload names of the per-workload counters.
+    pub labels: Arc<crate::sources::workload::Labels>,
 }
 
 /// Names a file whose existence makes every scrape fail to render (answered 500): how
@@ -138,6 +140,7 @@ impl Shared {
             trace_received: self.trace_received.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
         };
+        snap.workloads = self.labels.count(&snap.workload_raw, &self.layout.reasons);
         snap.version = info::VERSION.to_string();
         snap.revision = info::REVISION.to_string();
         snap.rustc = info::RUSTC.to_string();

@@ -10,6 +10,7 @@ use std::{
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use rst_common::{
     IFINDEX_SLOT_ENTRIES, RecvKey, STAT_COUNT, SendKey, Stat, WIRE_SLOT_COUNTERS, WireKey,
+    WorkloadKey,
 };
 use tracing::{debug, warn};
 
@@ -59,6 +60,11 @@ pub struct Snapshot {
     pub kernel: KernelStats,
     pub user: UserStats,
     pub reason_supported: bool,
+    /// Exact per-workload counters as the kernel keys them (cgroup, netns, side, key).
+    pub workload_raw: Vec<(WorkloadKey, u64)>,
+    /// The same, classified and named (filled in by the exporter, which has the names).
+    pub workloads: sources::workload::Counts,
+    pub histograms: sources::workload::Histograms,
     pub version: String,
     /// Git revision of the build (`rstmon_build_info`).
     pub revision: String,
@@ -125,6 +131,10 @@ pub struct Counters {
     pub(crate) send: PerCpuHashMap<MapData, SendKey, u64>,
     pub(crate) recv: PerCpuHashMap<MapData, RecvKey, u64>,
     pub(crate) stats: PerCpuArray<MapData, u64>,
+    /// `WORKLOAD_COUNTERS`: exact resets by cgroup, namespace, side and key.
+    pub(crate) workloads: PerCpuHashMap<MapData, WorkloadKey, u64>,
+    /// `HISTOGRAMS`: idle and age, per side.
+    pub(crate) histograms: PerCpuArray<MapData, u64>,
     /// Possible CPUs: the number of values of each per-CPU entry.
     pub(crate) ncpus: usize,
     /// The tracing programs, for their kernel-side miss counters.
@@ -143,6 +153,8 @@ impl Counters {
             sent: sources::sent::collect(&self.send, self.ncpus, &layout.reasons),
             received: sources::received::collect(&self.recv, self.ncpus),
             egress: sources::egress::collect(&self.egress, self.ncpus, ifnames),
+            workload_raw: sources::workload::collect(&self.workloads, self.ncpus),
+            histograms: sources::workload::collect_histograms(&self.histograms),
             ..Default::default()
         };
         for (k, v) in snap.egress.sent() {

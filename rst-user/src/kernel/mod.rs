@@ -20,6 +20,8 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// The tracepoints rstmon attaches to (raw tracepoints, by these names).
 pub const SEND_RESET_TP: &str = "tcp_send_reset";
 pub const RECV_RESET_TP: &str = "tcp_receive_reset";
+/// Socket state changes: where the connect() and listen() callers are recorded.
+pub const SET_STATE_TP: &str = "inet_sock_set_state";
 
 /// The BTF names [`probe_layout`] looks up: indexing only these keeps the one pass over
 /// the kernel's BTF cheap.
@@ -37,6 +39,12 @@ pub const BTF_NAMES: &[&str] = &[
     "bpf_map_type",
     "bpf_attach_type",
     "trace_event_raw_tcp_send_reset",
+    "btf_trace_inet_sock_set_state",
+    "cgroup",
+    "kernfs_node",
+    "net",
+    "net_device",
+    "inet_connection_sock",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +112,8 @@ pub struct KernelLayout {
     pub send_reset_args: usize,
     /// What this kernel can do ([`features::probe`]).
     pub features: Features,
+    /// Whether `sock:inet_sock_set_state` exists with (sk, oldstate, newstate).
+    pub has_set_state: bool,
 }
 
 impl KernelLayout {
@@ -186,6 +196,39 @@ pub fn probe_layout(btf: &Btf) -> Result<KernelLayout, KernelError> {
     };
     o.tp_saw_tstamp_bit = bit("saw_tstamp");
     o.tp_tstamp_ok_bit = bit("tstamp_ok");
+    // Optional: attribution and connection context; a field BTF lacks is not read
+    // (its sample field stays unknown).
+    let opt = |strukt: &str, paths: &[&[&str]]| offset(strukt, paths).unwrap_or(OFF_NONE);
+    o.sk_cgrp_cgroup = opt("sock", &[&["sk_cgrp_data", "cgroup"]]);
+    o.cgroup_kn = opt("cgroup", &[&["kn"]]);
+    o.kn_id = opt("kernfs_node", &[&["id"]]);
+    o.sk_uid = opt("sock", &[&["sk_uid", "val"]]);
+    o.sk_net = opt("sock", &[&["__sk_common", "skc_net", "net"]]);
+    o.net_ns_inum = opt("net", &[&["ns", "inum"]]);
+    o.sk_protocol = opt("sock", &[&["sk_protocol"]]);
+    o.sk_lock_owned = opt("sock", &[&["sk_lock", "owned"]]);
+    o.sk_num = opt("sock", &[&["__sk_common", "skc_num"]]);
+    o.sk_listener = opt("sock", &[&["__sk_common", "skc_listener"]]);
+    o.skb_dev = opt("sk_buff", &[&["dev"]]);
+    o.dev_nd_net = opt("net_device", &[&["nd_net", "net"]]);
+    let tp = |field: &str| opt("tcp_sock", &[&[field]]);
+    o.tp_bytes_received = tp("bytes_received");
+    o.tp_bytes_acked = tp("bytes_acked");
+    o.tp_segs_in = tp("segs_in");
+    o.tp_segs_out = tp("segs_out");
+    o.tp_rcv_nxt = tp("rcv_nxt");
+    o.tp_copied_seq = tp("copied_seq");
+    o.tp_write_seq = tp("write_seq");
+    o.tp_snd_nxt = tp("snd_nxt");
+    o.tp_snd_una = tp("snd_una");
+    o.tp_srtt_us = tp("srtt_us");
+    o.tp_total_retrans = tp("total_retrans");
+    o.tp_rcv_tstamp = tp("rcv_tstamp");
+    o.tp_lsndtime = tp("lsndtime");
+    o.icsk_lrcvtime = opt("tcp_sock", &[&["inet_conn", "icsk_ack", "lrcvtime"]]);
+    let has_set_state = btf.tracepoint_args(SET_STATE_TP) == Some(3)
+        && o.sk_protocol != OFF_NONE
+        && o.sk_num != OFF_NONE;
 
     let reasons: BTreeMap<u32, String> = btf
         .enum_values("sk_rst_reason")
@@ -206,12 +249,38 @@ pub fn probe_layout(btf: &Btf) -> Result<KernelLayout, KernelError> {
         has_reason,
         send_reset_args,
         features: features::probe(btf),
+        has_set_state,
     })
+}
+
+/// The kernel's CONFIG_HZ (jiffies per second), from the resolution of
+/// `CLOCK_MONOTONIC_COARSE`: Linux reports one tick (`TICK_NSEC`, 10^9/HZ rounded) for
+/// the coarse clocks. 0 when that fails: idle times are then unknown.
+pub fn hz() -> u16 {
+    let mut res = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to write into.
+    if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) } != 0 {
+        return 0;
+    }
+    hz_of_tick(res.tv_sec as u64 * 1_000_000_000 + res.tv_nsec as u64)
+}
+
+/// HZ of a tick of `tick_ns` nanoseconds (0 for an implausible tick).
+pub fn hz_of_tick(tick_ns: u64) -> u16 {
+    if !(100_000..=100_000_000).contains(&tick_ns) {
+        return 0;
+    }
+    ((1_000_000_000 + tick_ns / 2) / tick_ns) as u16
 }
 
 /// Reads the running kernel's BTF, probes its layout and frees the BTF again.
 pub fn probe() -> Result<KernelLayout, KernelError> {
-    probe_layout(&read_btf()?)
+    let mut l = probe_layout(&read_btf()?)?;
+    l.offsets.hz = hz();
+    Ok(l)
 }
 
 /// `uname -r`.
@@ -256,6 +325,32 @@ mod tests {
         );
         assert_eq!(o.sock_linger_bit, 4);
         assert_eq!((o.tp_saw_tstamp_bit, o.tp_tstamp_ok_bit), (13952, 13953));
+    }
+
+    #[test]
+    fn hz_from_the_coarse_clock() {
+        assert_eq!(hz_of_tick(4_000_000), 250);
+        assert_eq!(hz_of_tick(1_000_000), 1000);
+        assert_eq!(hz_of_tick(3_333_333), 300);
+        assert_eq!(hz_of_tick(10_000_000), 100);
+        assert_eq!(hz_of_tick(0), 0);
+        // The running kernel's, against its own configuration where it can be read.
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "zcat /proc/config.gz 2>/dev/null || cat /boot/config-$(uname -r)",
+            ])
+            .output();
+        if let Ok(out) = out {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(want) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+                .and_then(|v| v.trim().parse::<u16>().ok())
+            {
+                assert_eq!(hz(), want, "CONFIG_HZ");
+            }
+        }
     }
 
     #[test]

@@ -57,6 +57,39 @@ pub fn line(v: &Value) -> String {
     if v.get("timestamp_option").and_then(Value::as_bool) == Some(true) {
         s += " ts";
     }
+    if let Some(w) = text("workload") {
+        s += &format!(" workload={w}");
+        match (num("pid"), text("comm"), text("pid_source")) {
+            (Some(pid), Some(comm), Some(how)) => s += &format!(" pid={pid} comm={comm} ({how})"),
+            _ => s += " pid=-",
+        }
+        if let Some(uid) = num("uid") {
+            s += &format!(" uid={uid}");
+        }
+        if let Some(c) = v.get("conn").filter(|c| c.is_object()) {
+            let secs = |k: &str| {
+                c.get(k)
+                    .and_then(Value::as_f64)
+                    .map_or("-".to_string(), |v| format!("{v:.3}s"))
+            };
+            let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+            s += &format!(
+                " age={} idle_rx={} idle_tx={} rx={}B acked={}B segs={}/{} unread={}B unsent={}B unacked={}B srtt={}us retrans={}",
+                secs("age_s"),
+                secs("idle_rx_s"),
+                secs("idle_tx_s"),
+                n("bytes_received"),
+                n("bytes_acked"),
+                n("segs_in"),
+                n("segs_out"),
+                n("unread_bytes"),
+                n("unsent_bytes"),
+                n("unacked_bytes"),
+                n("srtt_us"),
+                n("retrans")
+            );
+        }
+    }
     s
 }
 
@@ -134,6 +167,7 @@ mod tests {
             reasons: &reasons,
             ifnames: &ifnames,
             boot_offset_ns: 0,
+            names: None,
         };
         let s = p.sample(&Event::Wire(w));
         let json = serde_json::to_value(&s).unwrap();

@@ -2,4 +2,5 @@
 //! its text line.
 
 pub mod line;
+pub mod printer;
 pub mod sample;

@@ -7,11 +7,13 @@ use std::{
 };
 
 use rst_common::{
-    FAMILY_IPV6, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+    AGE_UNKNOWN, Attribution, ConnInfo, FAMILY_IPV6, PID_CONNECT, PID_LISTEN, PID_RESET, TCP_ACK,
+    TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, UID_NONE,
 };
 use serde::Serialize;
 
 use crate::{
+    attribute::{Names, Owner},
     classify::Family,
     sources::{self, Event},
 };
@@ -92,6 +94,94 @@ pub struct Sample {
     pub payload_len: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp_option: Option<bool>,
+    /// Who the reset belongs to (sent and received samples; wire samples have none).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Who>,
+}
+
+/// The owner, process and connection of a sent or received reset (docs/attribution.md).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Who {
+    /// Workload name (systemd unit, `container:<id>`, `pod:<ns>/<name>`,
+    /// `netns:<name>`, `host`, `cgroup:<path or id>`).
+    pub workload: String,
+    /// cgroup v2 path, null when the reset had no socket naming one or it is gone.
+    pub cgroup: Option<String>,
+    pub uid: Option<u32>,
+    /// The process, null when it cannot be known exactly.
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// How the process is known: `reset` (it made the reset in a system call),
+    /// `connect` (it called connect()), `listen` (it called listen() on the listener
+    /// the connection was accepted from); null with `pid`.
+    pub pid_source: Option<&'static str>,
+    /// Network namespace inode.
+    pub netns: Option<u32>,
+    /// The connection at the reset, null without a full socket.
+    pub conn: Option<Conn>,
+}
+
+/// `conn` of a sample: read from `tcp_sock` at the reset.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Conn {
+    /// Seconds since SYN_SENT/SYN_RECV; null when the start was not seen.
+    pub age_s: Option<f64>,
+    /// Seconds since the last segment received / the last data sent; null when the
+    /// kernel's HZ is unknown.
+    pub idle_rx_s: Option<f64>,
+    pub idle_tx_s: Option<f64>,
+    pub bytes_received: u64,
+    pub bytes_acked: u64,
+    pub segs_in: u32,
+    pub segs_out: u32,
+    /// Received and not read by the application.
+    pub unread_bytes: u32,
+    /// Written by the application and not yet sent.
+    pub unsent_bytes: u32,
+    /// Sent and not yet acknowledged.
+    pub unacked_bytes: u32,
+    pub srtt_us: u32,
+    pub retrans: u32,
+}
+
+impl Who {
+    /// From a sample's attribution and connection fields; `owner` names the ids.
+    pub fn new(a: &Attribution, c: &ConnInfo, owner: Owner) -> Self {
+        let source = match a.pid_source {
+            PID_RESET => Some("reset"),
+            PID_CONNECT => Some("connect"),
+            PID_LISTEN => Some("listen"),
+            _ => None,
+        };
+        let comm = source.map(|_| {
+            let end = a.comm.iter().position(|&b| b == 0).unwrap_or(a.comm.len());
+            String::from_utf8_lossy(&a.comm[..end]).into_owned()
+        });
+        let secs = |ms: u32| (ms != u32::MAX).then(|| f64::from(ms) / 1000.0);
+        Self {
+            workload: owner.workload,
+            cgroup: owner.cgroup,
+            uid: (a.uid != UID_NONE).then_some(a.uid),
+            pid: source.map(|_| a.pid),
+            comm,
+            pid_source: source,
+            netns: (a.netns != 0).then_some(a.netns),
+            conn: (c.valid != 0).then(|| Conn {
+                age_s: (c.age_ns != AGE_UNKNOWN).then(|| c.age_ns as f64 / 1e9),
+                idle_rx_s: secs(c.idle_rx_ms),
+                idle_tx_s: secs(c.idle_tx_ms),
+                bytes_received: c.bytes_received,
+                bytes_acked: c.bytes_acked,
+                segs_in: c.segs_in,
+                segs_out: c.segs_out,
+                unread_bytes: c.unread,
+                unsent_bytes: c.unsent,
+                unacked_bytes: c.unacked,
+                srtt_us: c.srtt_us,
+                retrans: c.retrans,
+            }),
+        }
+    }
 }
 
 /// Context needed to present an event.
@@ -102,6 +192,8 @@ pub struct Presenter<'a> {
     pub ifnames: &'a BTreeMap<u32, String>,
     /// CLOCK_MONOTONIC → wall clock offset in ns.
     pub boot_offset_ns: i128,
+    /// Names of cgroups and namespaces; without it samples name ids only.
+    pub names: Option<&'a Names>,
 }
 
 impl Presenter<'_> {
@@ -121,6 +213,16 @@ impl Presenter<'_> {
     /// The family label of a raw family byte.
     pub fn family(f: u8) -> &'static str {
         Family::from_raw(f).map(Family::label).unwrap_or("unknown")
+    }
+
+    /// Who a trace sample belongs to: its ids named when the resolver knows them
+    /// (never waits; see [`Names::resolve`] to wait first), else by the ids.
+    pub fn who(&self, a: &Attribution, c: &ConnInfo) -> Who {
+        let owner = self
+            .names
+            .and_then(|n| n.lookup(a.cgroup_id, a.netns))
+            .unwrap_or_else(|| Names::fallback(a.cgroup_id, a.netns));
+        Who::new(a, c, owner)
     }
 
     /// Presents one event; each source knows its own fields.

@@ -15,7 +15,10 @@ use std::{
 pub use scenarios::{Flow, SCENARIOS, Scenario};
 pub use sockets::{ClientSocket, set_linger0, vanish};
 
+use rst_common::{Attribution, PID_NONE};
+
 use crate::{
+    attribute::Names,
     classify::{self, RecvCause, SendCause},
     kernel::KernelLayout,
     netns::Pair,
@@ -38,11 +41,42 @@ const SENDER_SETTLE: Duration = Duration::from_millis(200);
 pub struct Observed {
     pub sent: Option<SendCause>,
     pub received: Option<RecvCause>,
+    /// Who each side's sample named: `<workload> pid=<pid>/<comm>` or `pid=-`.
+    pub sent_by: Option<String>,
+    pub received_by: Option<String>,
+}
+
+/// The workload and process of a sample, as a selftest row shows them.
+pub fn who(names: Option<&Names>, a: &Attribution) -> String {
+    let w = names
+        .and_then(|n| {
+            n.resolve(&[(a.cgroup_id, a.netns)], Duration::from_millis(500))
+                .remove(&(a.cgroup_id, a.netns))
+                .flatten()
+        })
+        .unwrap_or_else(|| Names::fallback(a.cgroup_id, a.netns))
+        .workload;
+    let comm_end = a.comm.iter().position(|&b| b == 0).unwrap_or(16);
+    let comm = String::from_utf8_lossy(&a.comm[..comm_end]);
+    match a.pid_source {
+        PID_NONE => format!("{w} pid=-"),
+        _ => format!("{w} pid={}/{comm}", a.pid),
+    }
 }
 
 impl Collected {
     /// Causes of the first sent and received samples of `flow`.
     pub fn observe(&self, flow: &Flow, layout: &KernelLayout) -> Observed {
+        self.observe_with(flow, layout, None)
+    }
+
+    /// [`Collected::observe`], naming who each side's sample belongs to.
+    pub fn observe_with(
+        &self,
+        flow: &Flow,
+        layout: &KernelLayout,
+        names: Option<&Names>,
+    ) -> Observed {
         let evs = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let mut o = Observed::default();
         for ev in evs.iter() {
@@ -52,6 +86,7 @@ impl Collected {
                     let remote = SocketAddr::new(addr(s.key.family, &s.daddr), s.dport);
                     if local == flow.sender && remote == flow.receiver {
                         o.sent = Some(classify::classify_send_key(&layout.reasons, &s.key));
+                        o.sent_by = Some(who(names, &s.attr));
                     }
                 }
                 Event::Recv(r) if o.received.is_none() => {
@@ -59,6 +94,7 @@ impl Collected {
                     let remote = SocketAddr::new(addr(r.key.family, &r.daddr), r.dport);
                     if local == flow.receiver && remote == flow.sender {
                         o.received = Some(classify::classify_recv(&r.key));
+                        o.received_by = Some(who(names, &r.attr));
                     }
                 }
                 _ => {}
@@ -101,6 +137,8 @@ pub struct Row {
     pub side: &'static str,
     pub expected: &'static str,
     pub observed: String,
+    /// The workload and process the sample named (`-` when none was seen).
+    pub who: String,
 }
 
 impl Row {
@@ -113,6 +151,7 @@ impl Row {
 pub fn run_all(
     collected: &Collected,
     layout: &KernelLayout,
+    names: Option<&Names>,
     mut progress: impl FnMut(&Row),
 ) -> io::Result<Vec<Row>> {
     let mut rows = Vec::new();
@@ -123,7 +162,9 @@ pub fn run_all(
             let flow = sc
                 .run(&pair, v6)
                 .map_err(|e| io::Error::other(format!("{} {family}: {e}", sc.id)))?;
-            let o = collected.wait(&flow, layout, Duration::from_secs(3));
+            collected.wait(&flow, layout, Duration::from_secs(3));
+            // Named while the namespaces still exist.
+            let o = collected.observe_with(&flow, layout, names);
             drop(pair);
             let name = |c: Option<&'static str>| c.unwrap_or("(none)").to_string();
             for row in [
@@ -133,6 +174,7 @@ pub fn run_all(
                     side: "sender",
                     expected: sc.sent.label(),
                     observed: name(o.sent.map(SendCause::label)),
+                    who: o.sent_by.clone().unwrap_or_else(|| "-".into()),
                 },
                 Row {
                     id: sc.id,
@@ -140,6 +182,7 @@ pub fn run_all(
                     side: "receiver",
                     expected: sc.received.label(),
                     observed: name(o.received.map(RecvCause::label)),
+                    who: o.received_by.clone().unwrap_or_else(|| "-".into()),
                 },
             ] {
                 progress(&row);

@@ -13,6 +13,7 @@ pub mod egress;
 pub mod received;
 pub mod sent;
 pub mod wire;
+pub mod workload;
 
 use std::collections::BTreeMap;
 
@@ -115,6 +116,8 @@ pub(crate) mod tests {
             sport: 9,
             dport: 40000,
             _pad1: [0; 4],
+            attr: Default::default(),
+            conn: Default::default(),
         }
     }
 
@@ -129,8 +132,8 @@ pub(crate) mod tests {
             decode(&b),
             Err(DecodeError::Length {
                 kind: EVENT_SEND,
-                len: 63,
-                want: 64
+                len: 167,
+                want: 168
             })
         );
         assert!(matches!(

@@ -75,6 +75,7 @@ pub fn present(p: &Presenter, r: &RecvEvent) -> Sample {
         ttl: None,
         payload_len: None,
         timestamp_option: None,
+        owner: Some(p.who(&r.attr, &r.conn)),
     }
 }
 
@@ -92,6 +93,7 @@ mod tests {
             reasons: &reasons,
             ifnames: &ifnames,
             boot_offset_ns: 0,
+            names: None,
         };
         let recv = RecvEvent {
             kind: EVENT_RECV,
@@ -108,6 +110,8 @@ mod tests {
             sport: 1,
             dport: 2,
             _pad1: [0; 4],
+            attr: Default::default(),
+            conn: Default::default(),
         };
         let s = p.sample(&Event::Recv(recv));
         assert_eq!(s.cause.as_deref(), Some("refused"));

@@ -90,6 +90,7 @@ pub fn present(p: &Presenter, s: &SendEvent) -> Sample {
         ttl: None,
         payload_len: None,
         timestamp_option: None,
+        owner: Some(p.who(&s.attr, &s.conn)),
     }
 }
 
@@ -107,6 +108,7 @@ mod tests {
             reasons: &reasons,
             ifnames: &ifnames,
             boot_offset_ns: 0,
+            names: None,
         };
         let s = p.sample(&Event::Send(send_event()));
         assert_eq!(s.cause.as_deref(), Some("no_listener"));

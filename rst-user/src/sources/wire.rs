@@ -172,5 +172,6 @@ pub fn present(p: &Presenter, w: &WireEvent) -> Sample {
         ttl: Some(w.ttl),
         payload_len: Some(w.payload_len),
         timestamp_option: Some(w.has_ts != 0),
+        owner: None,
     }
 }

@@ -25,6 +25,7 @@ use tracing::warn;
 
 use crate::{
     attach::controller::SharedInterfaces,
+    attribute::Names,
     present::{line::boot_offset_ns, sample::Presenter},
     sources::Event,
 };
@@ -76,15 +77,23 @@ pub struct Encoder {
     interfaces: SharedInterfaces,
     ifnames: BTreeMap<u32, String>,
     boot_offset_ns: i128,
+    /// Names of cgroups and namespaces, looked up without waiting (a sample of an id
+    /// seen for the first time names it by the id; the next one by its name).
+    names: Option<Names>,
 }
 
 impl Encoder {
-    pub fn new(reasons: BTreeMap<u32, String>, interfaces: SharedInterfaces) -> Self {
+    pub fn new(
+        reasons: BTreeMap<u32, String>,
+        interfaces: SharedInterfaces,
+        names: Option<Names>,
+    ) -> Self {
         Self {
             reasons,
             interfaces,
             ifnames: BTreeMap::new(),
             boot_offset_ns: boot_offset_ns(),
+            names,
         }
     }
 
@@ -103,6 +112,7 @@ impl Encoder {
             reasons: &self.reasons,
             ifnames: &self.ifnames,
             boot_offset_ns: self.boot_offset_ns,
+            names: self.names.as_ref(),
         };
         match serde_json::to_value(p.sample(ev)) {
             Ok(v) => Some(v),

@@ -88,3 +88,109 @@ pub fn sum_delta(after: &Metrics, before: &Metrics, name: &str, labels: &[(&str,
         })
         .sum()
 }
+
+/// `rstmon watch --json -i IFACE` inside a namespace, its JSON lines on a channel;
+/// killed (by its PID) on drop.
+pub struct WatchJson {
+    child: std::process::Child,
+    pub lines: std::sync::mpsc::Receiver<serde_json::Value>,
+    /// Lines read and not yet returned by [`WatchJson::find`].
+    seen: std::cell::RefCell<Vec<serde_json::Value>>,
+}
+
+impl WatchJson {
+    /// Starts it and waits until it says it is watching (60 s at most).
+    pub fn start(ns: &Ns, iface: &str) -> Self {
+        Self::start_with(ns, iface, &[])
+    }
+
+    /// [`WatchJson::start`] through `sh WRAPPER_ARGS... BIN watch ...` when
+    /// `wrapper_args` is not empty (the wrapper must exec its `$0`).
+    pub fn start_with(ns: &Ns, iface: &str, wrapper_args: &[&str]) -> Self {
+        use std::{
+            io::{BufRead as _, BufReader},
+            process::Stdio,
+            sync::mpsc,
+            time::{Duration, Instant},
+        };
+        let mut cmd = if wrapper_args.is_empty() {
+            ns.command(BIN)
+        } else {
+            let mut c = ns.command("sh");
+            c.args(wrapper_args).arg(BIN);
+            c
+        };
+        let mut child = cmd
+            .args(["watch", "--standalone", "--json", "-i", iface])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rstmon watch");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&l)
+                    .unwrap_or_else(|e| panic!("not a JSON line: {l:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let (etx, erx) = mpsc::channel();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("watch: {l}");
+                let _ = etx.send(l);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match erx.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) if l.contains("watching resets") => break,
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(e) => panic!("rstmon watch ended before it was ready: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rstmon watch not ready within 60 s"
+            );
+        }
+        Self {
+            child,
+            lines,
+            seen: Default::default(),
+        }
+    }
+
+    /// The first sample that `pick` accepts (among those already read, then those to
+    /// come), within `timeout`.
+    pub fn find(
+        &self,
+        timeout: std::time::Duration,
+        pick: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let mut seen = self.seen.borrow_mut();
+        if let Some(i) = seen.iter().position(&pick) {
+            return Some(seen.remove(i));
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(v) if pick(&v) => return Some(v),
+                Ok(v) => seen.push(v),
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+impl Drop for WatchJson {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,117 @@
+//! The `watch` output: samples are handed over by the drain loop without blocking and
+//! printed on a thread of their own, which may wait (briefly) for the names of a
+//! cgroup or namespace seen for the first time, so that the drain loop never does.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Write as _},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{self, SyncSender, TrySendError},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use tracing::warn;
+
+use super::{line::line, sample::Presenter};
+use crate::{
+    attach::controller::SharedInterfaces, attribute::Names, sources::Event, stream::filter::Filter,
+};
+
+/// Samples waiting to be printed, at most; more are dropped (and counted).
+pub const QUEUE: usize = 16_384;
+/// How long a sample waits for the names of ids seen for the first time.
+pub const NAME_WAIT: Duration = Duration::from_millis(300);
+
+/// The printing thread.
+pub struct Printer {
+    tx: Option<SyncSender<Event>>,
+    thread: Option<JoinHandle<()>>,
+    /// Samples dropped because the queue was full.
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl Printer {
+    pub fn spawn(
+        json: bool,
+        reasons: BTreeMap<u32, String>,
+        interfaces: SharedInterfaces,
+        names: Names,
+        boot_offset_ns: i128,
+        filter: Filter,
+    ) -> Self {
+        let (tx, rx) = mpsc::sync_channel::<Event>(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("rstmon-print".into())
+            .spawn(move || {
+                // ifindex → name, refreshed from the controller when a sample names an
+                // interface this copy does not know.
+                let mut ifnames: BTreeMap<u32, String> = BTreeMap::new();
+                for ev in rx {
+                    if let Event::Wire(w) = &ev
+                        && !ifnames.contains_key(&w.ifindex)
+                    {
+                        ifnames = interfaces
+                            .read()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .ifnames();
+                    }
+                    let attr = match &ev {
+                        Event::Send(s) => Some(s.attr),
+                        Event::Recv(r) => Some(r.attr),
+                        Event::Wire(_) => None,
+                    };
+                    if let Some(a) = attr {
+                        names.resolve(&[(a.cgroup_id, a.netns)], NAME_WAIT);
+                    }
+                    let p = Presenter {
+                        reasons: &reasons,
+                        ifnames: &ifnames,
+                        boot_offset_ns,
+                        names: Some(&names),
+                    };
+                    let v = match serde_json::to_value(p.sample(&ev)) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            warn!("sample not serializable: {e}");
+                            continue;
+                        }
+                    };
+                    if !filter.matches(&v) {
+                        continue;
+                    }
+                    let line = if json { v.to_string() } else { line(&v) };
+                    let mut out = io::stdout().lock();
+                    // A closed pipe (e.g. `| head`) ends output quietly.
+                    let _ = writeln!(out, "{line}");
+                }
+            })
+            .expect("spawning the printer thread");
+        Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Queues a sample; never blocks (a full queue drops it, counted).
+    pub fn offer(&self, ev: Event) {
+        if let Some(tx) = &self.tx
+            && let Err(TrySendError::Full(_)) = tx.try_send(ev)
+            && self.dropped.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            warn!("printing falls behind: samples dropped");
+        }
+    }
+
+    /// Prints what is queued and ends the thread.
+    pub fn finish(mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
