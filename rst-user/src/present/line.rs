@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(
             s.line(),
             "1970-01-01T00:00:00.000000Z wire     -                 ipv6 [fd00::1]:9 -> [fd00::2]:40000 \
-             if=veth0 flags=RST|ACK seq=0 ack=0 win=0 ttl=64 len=0"
+             if=veth0 ingress flags=RST|ACK seq=0 ack=0 win=0 ttl=64 len=0"
         );
         assert_eq!(line(&json), s.line());
     }
