@@ -391,6 +391,7 @@ fn daemon_runs_under_the_units_system_call_filter() {
         ("interface", p.a_if.as_str()),
         ("family", "ipv4"),
         ("flags", "rst_ack"),
+        ("direction", "ingress"),
     ];
     assert_delta(&after, &before, "rstmon_wire_resets_total", &wire, n, ctx);
     let status = stop(child);

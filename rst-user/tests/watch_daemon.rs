@@ -374,6 +374,7 @@ fn a_stalled_watcher_is_told_its_drops_and_the_daemon_counts_on() {
         ("interface", p.a_if.as_str()),
         ("family", "ipv4"),
         ("flags", "rst_ack"),
+        ("direction", "ingress"),
     ];
     assert_delta(&after, &before, WIRE, &wire, N, &ctx);
 
