@@ -97,13 +97,17 @@ where
         .map_err(|error| LoadError::Program { name, error })
 }
 
-/// A tracing program the kernel refused: EPERM names the capabilities it takes.
+/// A tracing program the kernel refused: EPERM names the capability missing, or what
+/// else refused when none is (a seccomp filter, lockdown, a security module).
 fn hook_error(name: &'static str, step: &str, error: ProgramError) -> LoadError {
     if has_errno(&error, &[libc::EPERM]) {
         LoadError::Kernel(KernelError::Denied {
             what: format!("{step} of eBPF program {name}"),
             error: one_line(&error),
-            needs: "CAP_BPF and CAP_PERFMON",
+            cause: kernel::caps::eperm_cause_here(&[
+                kernel::caps::CAP_BPF,
+                kernel::caps::CAP_PERFMON,
+            ]),
         })
     } else {
         LoadError::Program { name, error }

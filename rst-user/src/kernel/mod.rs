@@ -59,11 +59,13 @@ pub enum KernelError {
         "kernel BTF has no tracepoint tcp:{0} (typedef btf_trace_{0}); this kernel is not supported"
     )]
     NoTracepoint(&'static str),
-    #[error("{what}: {error} (needs {needs})")]
+    /// Refused with EPERM; `cause` names the missing capability, or what else refused
+    /// when none is missing ([`caps::eperm_cause_here`]).
+    #[error("{what}: {error} ({cause})")]
     Denied {
         what: String,
         error: String,
-        needs: &'static str,
+        cause: String,
     },
     #[error("this kernel has no {0} (Linux 5.8+); rstmon cannot run without it")]
     Unsupported(&'static str),
