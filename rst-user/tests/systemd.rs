@@ -352,6 +352,19 @@ fn wait_ready(ns: &Ns, child: &mut Child, listen: SocketAddr) -> Result<Metrics,
     }
 }
 
+/// A daemon that a failed assertion must not leave running: killed (by its PID) and
+/// reaped on drop unless taken out first.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn stop(mut child: Child) -> std::process::ExitStatus {
     let pid = child.id() as libc::pid_t;
     // SAFETY: kill(2) on our own child, not reaped yet.
@@ -376,8 +389,13 @@ fn daemon_runs_under_the_units_system_call_filter() {
     let l = listen.to_string();
     let args = ["run", "-i", &p.a_if, "--web.listen-address", &l];
 
-    let mut child = filtered_rstmon(&p.a, seccomp_program(&allowed, &families, KILL), &args);
-    let before = match wait_ready(&p.a, &mut child, listen) {
+    let mut guard = KillOnDrop(Some(filtered_rstmon(
+        &p.a,
+        seccomp_program(&allowed, &families, KILL),
+        &args,
+    )));
+    let child = guard.0.as_mut().expect("spawned");
+    let before = match wait_ready(&p.a, child, listen) {
         Ok(m) => m,
         Err(e) => panic!("rstmon under the unit's filter {e}"),
     };
@@ -394,7 +412,7 @@ fn daemon_runs_under_the_units_system_call_filter() {
         ("direction", "ingress"),
     ];
     assert_delta(&after, &before, "rstmon_wire_resets_total", &wire, n, ctx);
-    let status = stop(child);
+    let status = stop(guard.0.take().expect("running"));
     assert!(status.success(), "{ctx}: exit after SIGTERM: {status}");
 
     // The filter is real: without bpf(2), the first bpf call kills the process.
