@@ -250,6 +250,22 @@ pub(super) fn evaluate(series: &Series, r: &GuestReport) -> Vec<String> {
     if !has("rstmon_resets_received_total", "cause=\"refused\"") {
         bad.push("run: no refused reset counted on the receiver side".into());
     }
+    if !has("rstmon_tc_attached", "interface=\"vm0\"") {
+        bad.push("run: rstmon_tc_attached{interface=\"vm0\"} is not 1".into());
+    }
+    let egress_wire = r.metrics.iter().any(|m| {
+        m.starts_with("rstmon_wire_resets_total")
+            && m.contains("interface=\"vm0\"")
+            && m.contains("direction=\"egress\"")
+            && !m.ends_with(" 0")
+    });
+    if !egress_wire {
+        bad.push("run: no egress wire reset counted on vm0".into());
+    }
+    // On 6.10+ from the send tracepoint; before, from the egress view (stack_untraced).
+    if !has("rstmon_resets_sent_total", "cause=\"no_listener\"") {
+        bad.push("run: the RSTs vma's stack sent are not counted as no_listener".into());
+    }
     bad
 }
 
