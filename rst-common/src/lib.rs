@@ -36,6 +36,7 @@ mod pod {
     unsafe impl aya::Pod for PendingKey {}
     // SAFETY: repr(C), two u64 fields.
     unsafe impl aya::Pod for PendingReset {}
+    // SAFETY: repr(C), only integer fields, explicit padding.
     unsafe impl aya::Pod for WorkloadKey {}
     // SAFETY: repr(C), only integer fields, explicit padding.
     unsafe impl aya::Pod for ConnStart {}
