@@ -93,7 +93,7 @@ pub(crate) static LISTENERS: LruHashMap<ListenKey, ListenInfo> =
     LruHashMap::with_max_entries(LISTEN_TABLE_ENTRIES, 0);
 /// One reset's attribution and connection context, per CPU (too big for the stack).
 #[map(name = "SCRATCH")]
-pub(crate) static SCRATCH: PerCpuArray<[u64; 13]> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: PerCpuArray<[u64; 18]> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "STATS")]
 pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 #[map(name = "BUCKET")]

@@ -90,6 +90,8 @@ fn set_from(a: &mut Attribution, source: u8, pid: u32, comm: *const [u8; 16]) {
 pub(crate) struct Scratch {
     pub(crate) attr: Attribution,
     pub(crate) conn: ConnInfo,
+    /// The key a passive reset is announced under in `PENDING_RESETS` (trace.rs).
+    pub(crate) pending: rst_common::PendingKey,
 }
 
 #[inline(always)]
@@ -393,4 +395,4 @@ fn record(sk: u64, source: u8, pid: u32, comm: [u8; 16]) {
     let _ = CONNS.insert(sk, s, 0);
 }
 
-const _: () = assert!(core::mem::size_of::<Scratch>() == 13 * 8);
+const _: () = assert!(core::mem::size_of::<Scratch>() == 18 * 8);

@@ -293,12 +293,12 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
     // Only passive resets are announced: an active one (no trigger) has already left
     // (tcp_send_active_reset fires the tracepoint after the send), and the egress
     // program knows it by its socket.
-    if skb != 0 {
-        announce(src, &o);
-    }
     let Some(x) = sock::scratch() else {
         return 0;
     };
+    if skb != 0 {
+        announce(src, &o, &mut x.pending);
+    }
     let start = sock::attribute_send(&mut x.attr, sk, skb, state, full, &o);
     if full {
         sock::conn_info(&mut x.conn, sk, state, start, &o);
@@ -371,10 +371,12 @@ fn v4_mapped(w0: u64, w1: u64) -> bool {
 
 /// Announces the reset about to leave in `PENDING_RESETS`, keyed by its addresses and
 /// ports as the RST will carry them (local = source), v4-mapped addresses as IPv4 (what
-/// the wire shows). Nothing is announced when they cannot be read.
+/// the wire shows). Nothing is announced when they cannot be read. The key is built in
+/// the per-CPU scratch value: with the socket's owner and connection context the send
+/// handler has no stack to spare.
 #[inline(always)]
-fn announce(src: Source, o: &TraceOffsets) {
-    let mut key = PendingKey {
+fn announce(src: Source, o: &TraceOffsets, key: &mut PendingKey) {
+    *key = PendingKey {
         family: 0,
         _pad0: 0,
         sport: 0,
@@ -437,20 +439,20 @@ fn announce(src: Source, o: &TraceOffsets) {
     }
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if PENDING_RESETS.get_ptr_mut(key).is_none() {
+    if PENDING_RESETS.get_ptr_mut(&*key).is_none() {
         let v = PendingReset {
             count: 1,
             ts_ns: now,
         };
         // NOEXIST: another CPU announcing the same RST at the same moment must not
         // overwrite its count; then add to the entry it made.
-        if PENDING_RESETS.insert(key, v, BPF_NOEXIST as u64).is_ok() {
+        if PENDING_RESETS.insert(&*key, v, BPF_NOEXIST as u64).is_ok() {
             return;
         }
     }
     // A failed insert and lookup (the map could not make room) leaves the reset
     // unannounced.
-    if let Some(p) = PENDING_RESETS.get_ptr_mut(key) {
+    if let Some(p) = PENDING_RESETS.get_ptr_mut(&*key) {
         // SAFETY: a live map value; the count is changed atomically only.
         unsafe {
             atomic_add(&raw mut (*p).count, 1);
