@@ -437,22 +437,24 @@ fn announce(src: Source, o: &TraceOffsets, key: &mut PendingKey) {
         key.daddr0 = key.daddr1 >> 32;
         key.daddr1 = 0;
     }
+    // The maps read the key where it is, in the scratch value.
+    let key: &PendingKey = key;
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if PENDING_RESETS.get_ptr_mut(&*key).is_none() {
+    if PENDING_RESETS.get_ptr_mut(key).is_none() {
         let v = PendingReset {
             count: 1,
             ts_ns: now,
         };
         // NOEXIST: another CPU announcing the same RST at the same moment must not
         // overwrite its count; then add to the entry it made.
-        if PENDING_RESETS.insert(&*key, v, BPF_NOEXIST as u64).is_ok() {
+        if PENDING_RESETS.insert(key, v, BPF_NOEXIST as u64).is_ok() {
             return;
         }
     }
     // A failed insert and lookup (the map could not make room) leaves the reset
     // unannounced.
-    if let Some(p) = PENDING_RESETS.get_ptr_mut(&*key) {
+    if let Some(p) = PENDING_RESETS.get_ptr_mut(key) {
         // SAFETY: a live map value; the count is changed atomically only.
         unsafe {
             atomic_add(&raw mut (*p).count, 1);
