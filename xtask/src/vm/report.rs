@@ -123,7 +123,8 @@ struct SelftestRow {
 impl SelftestRow {
     fn parse(line: &str) -> Option<Self> {
         let w: Vec<&str> = line.split_whitespace().collect();
-        if w.len() != 6
+        // Six columns, then the workload and process selftest observed.
+        if w.len() < 6
             || !w[0].starts_with('S')
             || !matches!(w[1], "ipv4" | "ipv6")
             || !matches!(w[2], "sender" | "receiver")
@@ -249,6 +250,12 @@ pub(super) fn evaluate(series: &Series, r: &GuestReport) -> Vec<String> {
     }
     if !has("rstmon_resets_received_total", "cause=\"refused\"") {
         bad.push("run: no refused reset counted on the receiver side".into());
+    }
+    // TC egress is required where it loads: 6.1's verifier refuses rstmon_tc (too
+    // large: a million instructions processed), and the daemon runs without egress there
+    // (docs/compatibility.md). Its sent resets without a socket are then not recovered.
+    if !series.has_reason {
+        return bad;
     }
     if !has("rstmon_tc_attached", "interface=\"vm0\"") {
         bad.push("run: rstmon_tc_attached{interface=\"vm0\"} is not 1".into());
