@@ -44,7 +44,7 @@ pub struct VmArgs {
     #[arg(long)]
     pub keep: bool,
     /// Wall-clock limit per kernel, seconds; qemu is killed after it.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 600)]
     pub timeout: u64,
     /// Use the existing target/release/rstmon instead of running `cargo build --release`.
     #[arg(long)]
