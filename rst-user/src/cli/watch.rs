@@ -11,7 +11,7 @@ use crate::{
     attach::{Monitor, controller::Controller, select::Selection},
     attribute::{Names, Sources},
     drain,
-    present::{line::boot_offset_ns, printer::Printer},
+    present::printer::Printer,
     stream::{client, filter::Filter},
 };
 
@@ -70,7 +70,6 @@ async fn standalone(args: WatchArgs, filter: Filter) -> anyhow::Result<()> {
         reasons,
         interfaces.clone(),
         Names::start(Sources::system()),
-        boot_offset_ns(),
         filter,
     ));
     let offer = printer.clone();

@@ -16,9 +16,12 @@ use std::{
 
 use tracing::warn;
 
-use super::{line::line, sample::Presenter};
+use super::line::line;
 use crate::{
-    attach::controller::SharedInterfaces, attribute::Names, sources::Event, stream::filter::Filter,
+    attach::controller::SharedInterfaces,
+    attribute::Names,
+    sources::Event,
+    stream::{Encoder, filter::Filter},
 };
 
 /// Samples waiting to be printed, at most; more are dropped (and counted).
@@ -40,25 +43,14 @@ impl Printer {
         reasons: BTreeMap<u32, String>,
         interfaces: SharedInterfaces,
         names: Names,
-        boot_offset_ns: i128,
         filter: Filter,
     ) -> Self {
         let (tx, rx) = mpsc::sync_channel::<Event>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("rstmon-print".into())
             .spawn(move || {
-                // ifindex → name, refreshed from the controller when a sample names an
-                // interface this copy does not know.
-                let mut ifnames: BTreeMap<u32, String> = BTreeMap::new();
+                let mut encoder = Encoder::new(reasons, interfaces, Some(names.clone()));
                 for ev in rx {
-                    if let Event::Wire(w) = &ev
-                        && !ifnames.contains_key(&w.ifindex)
-                    {
-                        ifnames = interfaces
-                            .read()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .ifnames();
-                    }
                     let attr = match &ev {
                         Event::Send(s) => Some(s.attr),
                         Event::Recv(r) => Some(r.attr),
@@ -67,18 +59,8 @@ impl Printer {
                     if let Some(a) = attr {
                         names.resolve(&[(a.cgroup_id, a.netns)], NAME_WAIT);
                     }
-                    let p = Presenter {
-                        reasons: &reasons,
-                        ifnames: &ifnames,
-                        boot_offset_ns,
-                        names: Some(&names),
-                    };
-                    let v = match serde_json::to_value(p.sample(&ev)) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            warn!("sample not serializable: {e}");
-                            continue;
-                        }
+                    let Some(v) = encoder.encode(&ev) else {
+                        continue;
                     };
                     if !filter.matches(&v) {
                         continue;
