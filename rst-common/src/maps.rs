@@ -57,6 +57,15 @@ pub const PROG_TC: &str = "rstmon_tc";
 /// Benchmark baseline: a TC classifier that only returns.
 pub const PROG_TC_NOOP: &str = "rstmon_tc_noop";
 pub const PROG_SET_STATE: &str = "rstmon_sock_set_state";
+/// The TC egress sampler, tail-called by [`PROG_TC`] for each RST it samples (a program
+/// of its own, so that older verifiers check the counting and the sampling apart).
+pub const PROG_TC_SAMPLE: &str = "rstmon_tc_sample";
+/// Program array of one entry: [`PROG_TC_SAMPLE`], which user space puts there before
+/// it attaches [`PROG_TC`].
+pub const MAP_TC_SAMPLE: &str = "TC_SAMPLE";
+/// Per-CPU array of one `u32`: the origin [`PROG_TC`] found for the RST it hands to
+/// [`PROG_TC_SAMPLE`].
+pub const MAP_TC_SAMPLE_ORIGIN: &str = "TC_SAMPLE_ORIGIN";
 
 /// Ring-buffer size in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 22;
@@ -137,6 +146,9 @@ pub mod globals {
     /// u32, max wire samples per second over all CPUs; 0 disables wire sampling,
     /// u32::MAX takes every one.
     pub const WIRE_SAMPLES_PER_SEC: &str = "WIRE_SAMPLES_PER_SEC";
+    /// u32, max send/receive (tracepoint) samples per second over all CPUs, a limit of
+    /// its own; 0 disables them, u32::MAX takes every one.
+    pub const TRACE_SAMPLES_PER_SEC: &str = "TRACE_SAMPLES_PER_SEC";
     /// u32: a sample forces a consumer wakeup each time the bytes sampled (wire: per
     /// CPU; trace: pending in the ring) cross another multiple of it; never otherwise.
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";

@@ -22,6 +22,9 @@ pub enum Stat {
     /// Per-workload counter updates that failed (`WORKLOAD_COUNTERS` full): the reset
     /// is still in the sent/received families, not in the workload family.
     WorkloadMapFull = 7,
+    /// Send/receive samples not taken because the trace sampler's rate limit was reached
+    /// (the counters still counted).
+    TraceRateLimited = 8,
 }
 
 /// Number of [`Stat`] slots: the size of the STATS map.
@@ -29,7 +32,7 @@ pub const STAT_COUNT: u32 = Stat::ALL.len() as u32;
 
 impl Stat {
     /// Every stat, in slot order.
-    pub const ALL: [Stat; 8] = [
+    pub const ALL: [Stat; 9] = [
         Stat::WireRingFull,
         Stat::WireRateLimited,
         Stat::TraceRingFull,
@@ -38,6 +41,7 @@ impl Stat {
         Stat::CounterMapFull,
         Stat::ReadErrors,
         Stat::WorkloadMapFull,
+        Stat::TraceRateLimited,
     ];
 
     /// Slot in the STATS map.
@@ -59,6 +63,7 @@ impl Stat {
             Stat::CounterMapFull => (ERRORS, &[("kind", "counter_map_full")]),
             Stat::ReadErrors => (ERRORS, &[("kind", "kernel_read")]),
             Stat::WorkloadMapFull => (ERRORS, &[("kind", "workload_map_full")]),
+            Stat::TraceRateLimited => (DROPPED, &[("source", "trace"), ("reason", "rate_limited")]),
         }
     }
 }

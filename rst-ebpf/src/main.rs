@@ -30,7 +30,7 @@ mod xdp;
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use rst_common::{
     CONN_TABLE_ENTRIES, COUNTER_MAP_ENTRIES, ConnStart, EGRESS_ORIGIN_COUNTERS, EVENTS_BYTES,
@@ -45,6 +45,9 @@ use rst_common::{
 /// Wire samples per second over all CPUs; 0 = wire sampling off, u32::MAX = unlimited.
 #[unsafe(no_mangle)]
 pub(crate) static WIRE_SAMPLES_PER_SEC: u32 = u32::MAX;
+/// Send/receive samples per second over all CPUs; 0 = off, u32::MAX = unlimited.
+#[unsafe(no_mangle)]
+pub(crate) static TRACE_SAMPLES_PER_SEC: u32 = u32::MAX;
 /// Bytes of samples per forced consumer wakeup (see `wakeup_flags`).
 #[unsafe(no_mangle)]
 pub(crate) static WAKEUP_BYTES: u32 = 64 * 1024;
@@ -92,12 +95,17 @@ pub(crate) static CONNS: LruHashMap<u64, ConnStart> =
 pub(crate) static LISTENERS: LruHashMap<ListenKey, ListenInfo> =
     LruHashMap::with_max_entries(LISTEN_TABLE_ENTRIES, 0);
 /// One reset's attribution and connection context, per CPU (too big for the stack).
+/// Words of `sock::Scratch`.
+pub(crate) const SCRATCH_WORDS: usize = 20;
 #[map(name = "SCRATCH")]
-pub(crate) static SCRATCH: PerCpuArray<[u64; 18]> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: PerCpuArray<[u64; SCRATCH_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "STATS")]
 pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 #[map(name = "BUCKET")]
-pub(crate) static BUCKET: Array<SampleWindow> = Array::with_max_entries(1, 0);
+pub(crate) static BUCKET: Array<SampleWindow> = Array::with_max_entries(2, 0);
+/// The samplers' windows in `BUCKET`.
+pub(crate) const WINDOW_WIRE: u32 = 0;
+pub(crate) const WINDOW_TRACE: u32 = 1;
 /// What the limit baselines (`limit.rs`) count: benchmarks only.
 #[map(name = "LIMIT_COUNTS")]
 pub(crate) static LIMIT_COUNTS: PerCpuArray<u64> =
@@ -113,6 +121,10 @@ pub(crate) static FORWARDED_UNATTRIBUTED: PerCpuArray<u64> = PerCpuArray::with_m
 #[map(name = "PENDING_RESETS")]
 pub(crate) static PENDING_RESETS: LruHashMap<PendingKey, PendingReset> =
     LruHashMap::with_max_entries(PENDING_RESETS_ENTRIES, 0);
+#[map(name = "TC_SAMPLE")]
+pub(crate) static TC_SAMPLE: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map(name = "TC_SAMPLE_ORIGIN")]
+pub(crate) static TC_SAMPLE_ORIGIN: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "EVENTS")]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 

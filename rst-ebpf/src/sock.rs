@@ -23,7 +23,7 @@ use rst_common::{
 };
 
 use crate::{
-    CONNS, HISTOGRAMS, LISTENERS, SCRATCH, WORKLOAD_COUNTERS,
+    CONNS, HISTOGRAMS, LISTENERS, SCRATCH, SCRATCH_WORDS, WORKLOAD_COUNTERS,
     trace::{kread, offsets},
     util::{array_add, array_add_n, stat_add, try_count},
 };
@@ -92,6 +92,8 @@ pub(crate) struct Scratch {
     pub(crate) conn: ConnInfo,
     /// The key a passive reset is announced under in `PENDING_RESETS` (trace.rs).
     pub(crate) pending: rst_common::PendingKey,
+    /// The segment that triggered a sent reset (trace.rs).
+    pub(crate) seg: crate::trace::Trigger,
 }
 
 #[inline(always)]
@@ -395,4 +397,4 @@ fn record(sk: u64, source: u8, pid: u32, comm: [u8; 16]) {
     let _ = CONNS.insert(sk, s, 0);
 }
 
-const _: () = assert!(core::mem::size_of::<Scratch>() == 18 * 8);
+const _: () = assert!(core::mem::size_of::<Scratch>() == SCRATCH_WORDS * 8);

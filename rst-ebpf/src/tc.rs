@@ -16,7 +16,10 @@
 //!    (`tcp_v4_send_reset`/`tcp_v6_send_reset` fire the tracepoint before they build and
 //!    send the RST), already counted as sent;
 //! 3. no socket (`skb->sk` NULL): netfilter's `nf_send_reset`, which builds its RST in a
-//!    fresh skb and sends it without one;
+//!    fresh skb and sends it without one — except, on a kernel whose tracepoint misses
+//!    resets without a socket, an IPv6 RST with a non-zero flow label: the stack's
+//!    (`tcp_v6_send_response` sends through `ip6_xmit`, which leaves `skb->sk` NULL and
+//!    sets the automatic flow label; netfilter's label is always 0);
 //! 4. a full TCP socket (SOCK_STREAM): an active reset (`tcp_send_active_reset`: abort,
 //!    zero-linger close, unread data at close), which the kernel sends *before* it fires
 //!    the tracepoint, with the socket as `skb->sk`: the stack's, counted as sent by the
@@ -44,7 +47,7 @@ use rst_common::{
 
 use crate::{
     EGRESS_ORIGINS, FORWARDED, FORWARDED_UNATTRIBUTED, PENDING_RESETS, SEND_RESET_NO_SOCKET_TRACED,
-    WIRE_SAMPLES_PER_SEC,
+    TC_SAMPLE, TC_SAMPLE_ORIGIN, WINDOW_WIRE, WIRE_SAMPLES_PER_SEC,
     util::{array_add, atomic_add, stat_add, try_count},
     wire::{count_wire, take_sample, wire_sample},
 };
@@ -94,11 +97,34 @@ pub fn rstmon_tc(ctx: TcContext) -> i32 {
     if rate == 0 {
         return TC_ACT_UNSPEC;
     }
-    if !take_sample(rate) {
+    if !take_sample(rate, WINDOW_WIRE) {
         stat_add(Stat::WireRateLimited);
         return TC_ACT_UNSPEC;
     }
-    wire_sample(start, end, ifindex, DIR_EGRESS, origin);
+    // The sample is taken by a program of its own, so that the verifier checks this
+    // one's origins and that one's parse and fill apart: together, 6.1's verifier gave
+    // up at its limit of 1 000 000 instructions. The origin goes along in a per-CPU
+    // slot (TC programs do not nest on a CPU: they run with bottom halves off).
+    if let Some(p) = TC_SAMPLE_ORIGIN.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot.
+        unsafe { *p = origin as u32 };
+    }
+    // SAFETY: the tail call does not return when it succeeds. It fails only when the
+    // sampler is not in the program array, and user space puts it there before it
+    // attaches this program: then no sample is taken.
+    unsafe { TC_SAMPLE.tail_call(&ctx, 0) };
+    TC_ACT_UNSPEC
+}
+
+/// The egress sampler, tail-called by `rstmon_tc` for an RST it counted and chose to
+/// sample: parses the frame again and writes the sample.
+#[classifier]
+pub fn rstmon_tc_sample(ctx: TcContext) -> i32 {
+    let origin = TC_SAMPLE_ORIGIN.get(0).map_or(0, |o| *o as u8);
+    let skb = ctx.skb.skb;
+    // SAFETY: the program's context; the verifier rewrites this load.
+    let ifindex = unsafe { (*skb).ifindex };
+    wire_sample(ctx.data(), ctx.data_end(), ifindex, DIR_EGRESS, origin);
     TC_ACT_UNSPEC
 }
 
@@ -111,7 +137,16 @@ fn origin(start: usize, end: usize, rst: &Rst, iif: u32, sk: *mut bpf_sock) -> u
     if announced(start, end, rst) {
         return EGRESS_STACK;
     }
+    // SAFETY: a plain read of a load-time constant.
+    let traced = unsafe { read_volatile(&SEND_RESET_NO_SOCKET_TRACED) };
     if sk.is_null() {
+        // Before 6.10 the stack's IPv6 RSTs without a socket leave without one too
+        // (ip6_xmit on the control socket does not own the skb): netfilter's carry flow
+        // label 0 (nf_reject_ip6hdr_put), the stack's the automatic one (ip6_xmit,
+        // net.ipv6.auto_flowlabels at its default).
+        if traced == 0 && rst.family == FAMILY_IPV6 && flow_label(start, end, rst) != 0 {
+            return EGRESS_STACK_UNTRACED;
+        }
         return EGRESS_FIREWALL;
     }
     // SAFETY: a non-NULL socket of the context.
@@ -128,12 +163,16 @@ fn origin(start: usize, end: usize, rst: &Rst, iif: u32, sk: *mut bpf_sock) -> u
     if ty == SOCK_STREAM {
         return EGRESS_STACK;
     }
-    // SAFETY: a plain read of a load-time constant.
-    let traced = unsafe { read_volatile(&SEND_RESET_NO_SOCKET_TRACED) };
     if ty == SOCK_RAW && protocol == IPPROTO_TCP as u32 && traced == 0 {
         return EGRESS_STACK_UNTRACED;
     }
     EGRESS_RAW_SOCKET
+}
+
+/// The flow label of an IPv6 RST (0 when unreadable).
+#[inline(always)]
+fn flow_label(start: usize, end: usize, rst: &Rst) -> u32 {
+    load::<[u8; 4]>(start, end, rst.l3).map_or(0, |w| u32::from_be_bytes(w) & 0x000f_ffff)
 }
 
 /// Whether `tcp_send_reset` announced this RST (and it has not left yet): consumes one

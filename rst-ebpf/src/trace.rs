@@ -42,8 +42,10 @@ use rst_common::{
 };
 
 use crate::{
-    EVENTS, PENDING_RESETS, RECV_COUNTERS, SEND_COUNTERS, TRACE_OFFSETS, sock,
+    EVENTS, PENDING_RESETS, RECV_COUNTERS, SEND_COUNTERS, TRACE_OFFSETS, TRACE_SAMPLES_PER_SEC,
+    WINDOW_TRACE, sock,
     util::{atomic_add, count, stat_add, submit_flags},
+    wire::take_sample_at,
 };
 
 #[inline(always)]
@@ -108,57 +110,96 @@ fn zero_from(p: *mut u8, from: usize) {
     }
 }
 
-/// Where a sample's addresses and ports come from.
-#[derive(Clone, Copy)]
-enum Source {
-    /// `TP_STORE_ADDR_PORTS`/`TP_STORE_ADDRS` of a socket: its local address and port
-    /// (`inet_saddr`, `inet_sport`), then the remote ones (`skc_daddr`, `skc_dport`);
-    /// `sk_v6_rcv_saddr`/`sk_v6_daddr` for an AF_INET6 socket (v4-mapped ones included).
-    Sock { sk: u64, af: u16 },
-    /// `TP_STORE_ADDR_PORTS_SKB(skb, th, entry->daddr, entry->saddr)`: the trigger
-    /// segment's addresses and ports reversed, so that local (its destination) comes
-    /// first. `ip` is its IP header.
-    Segment {
-        ip: u64,
-        v6: bool,
-        sport: u16,
-        dport: u16,
-    },
-    /// Nothing to read: zeros.
-    None,
-}
+/// What a [`Source`] reads from.
+const SRC_NONE: u8 = 0;
+const SRC_SOCK: u8 = 1;
+const SRC_SEGMENT: u8 = 2;
 
-/// The segment that triggered a reset: its TCP flags, whether it carries payload,
-/// where its IP and TCP headers are and its ports (host order).
-struct Segment {
-    flags: u8,
-    payload: bool,
-    head: u64,
+/// Where a sample's addresses and ports come from. A plain struct whose every field is
+/// always written (not an enum): 5.10's verifier refuses a program that reads stack it
+/// never wrote, which copying an enum's unused payload does.
+///
+/// * [`SRC_SOCK`]: `TP_STORE_ADDR_PORTS`/`TP_STORE_ADDRS` of the socket at `base`: its
+///   local address and port (`inet_saddr`, `inet_sport`), then the remote ones
+///   (`skc_daddr`, `skc_dport`); `sk_v6_rcv_saddr`/`sk_v6_daddr` for an AF_INET6 socket
+///   (`v6`; v4-mapped ones included).
+/// * [`SRC_SEGMENT`]: `TP_STORE_ADDR_PORTS_SKB(skb, th, entry->daddr, entry->saddr)`:
+///   the trigger segment's addresses and ports reversed, so that local (its
+///   destination) comes first; `base` is its IP header, `sport`/`dport` its own ports.
+/// * [`SRC_NONE`]: nothing to read: zeros.
+#[derive(Clone, Copy)]
+struct Source {
+    kind: u8,
+    v6: bool,
     sport: u16,
     dport: u16,
+    base: u64,
 }
 
-/// Reads the trigger segment's TCP header (ports, flags, data offset) in one read; its
-/// payload from `skb->data`/`skb->len`. `None` when the skb has no transport header.
+impl Source {
+    const NONE: Source = Source {
+        kind: SRC_NONE,
+        v6: false,
+        sport: 0,
+        dport: 0,
+        base: 0,
+    };
+
+    #[inline(always)]
+    fn sock(sk: u64, af: u16) -> Source {
+        Source {
+            kind: SRC_SOCK,
+            v6: af == AF_INET6,
+            sport: 0,
+            dport: 0,
+            base: sk,
+        }
+    }
+}
+
+/// The segment that triggered a reset, in the per-CPU scratch value (the send handler
+/// has no stack to spare): its TCP flags, whether it carries payload, where its
+/// headers start (`skb->head`) and its ports (host order). `valid` 0: no segment, or
+/// one that could not be read; every field is written either way.
+pub(crate) struct Trigger {
+    pub(crate) head: u64,
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
+    pub(crate) flags: u8,
+    pub(crate) payload: u8,
+    pub(crate) valid: u8,
+    pub(crate) _pad: u8,
+}
+
+/// Reads the trigger segment's TCP header (ports, flags, data offset) in one read, and
+/// whether it carries payload from `skb->data`/`skb->len`, into `t`. False (and `t`
+/// invalid) when the skb has no transport header or cannot be read.
 #[inline(always)]
-fn skb_segment(ctx: &RawTracePointContext, skb: u64, o: &TraceOffsets) -> Option<Segment> {
+fn skb_segment(ctx: &RawTracePointContext, skb: u64, o: &TraceOffsets, t: &mut Trigger) -> bool {
+    t.head = 0;
+    t.sport = 0;
+    t.dport = 0;
+    t.flags = 0;
+    t.payload = 0;
+    t.valid = 0;
+    t._pad = 0;
     let (Some(head), Some(th)) = (
         kread::<u64>(skb, o.skb_head),
         kread::<u16>(skb, o.skb_transport_header),
     ) else {
         stat_add(Stat::ReadErrors);
         debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read skb {:x} head/transport_header", skb);
-        return None;
+        return false;
     };
     if th == u16::MAX || head == 0 {
-        return None;
+        return false;
     }
     let th_addr = head + th as u64;
     // SAFETY: bpf_probe_read_kernel checks the address.
     let Ok(hdr) = (unsafe { bpf_probe_read_kernel(th_addr as *const [u8; 14]) }) else {
         stat_add(Stat::ReadErrors);
         debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the trigger's TCP header at {:x}", th_addr);
-        return None;
+        return false;
     };
     let doff = ((hdr[12] >> 4) as u64) * 4;
     // skb->len counts from skb->data, which may sit before or at the TCP header.
@@ -166,36 +207,42 @@ fn skb_segment(ctx: &RawTracePointContext, skb: u64, o: &TraceOffsets) -> Option
         (Some(data), Some(len)) if data != 0 => data + len as u64 > th_addr + doff,
         _ => false,
     };
-    Some(Segment {
-        flags: hdr[13],
-        payload,
-        head,
-        sport: u16::from_be_bytes([hdr[0], hdr[1]]),
-        dport: u16::from_be_bytes([hdr[2], hdr[3]]),
-    })
+    t.head = head;
+    t.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
+    t.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+    t.flags = hdr[13];
+    t.payload = payload as u8;
+    t.valid = 1;
+    true
 }
 
-/// The address family of a reset without a full socket, from the trigger's IP header
-/// (its version, as the kernel decides): the source of its sample's addresses.
+/// The addresses of a reset without a full socket, from the trigger's IP header (its
+/// version, as the kernel decides); [`Source::NONE`] when it cannot be read.
 #[inline(always)]
-fn segment_source(skb: u64, seg: &Segment, o: &TraceOffsets) -> Option<(u16, Source)> {
-    let nh: u16 = kread(skb, o.skb_network_header)?;
-    if nh == u16::MAX {
-        return None;
-    }
-    let ip = seg.head + nh as u64;
-    let v6 = kread::<u8>(ip, 0)? >> 4 == 6;
-    let src = Source::Segment {
-        ip,
-        v6,
-        sport: seg.sport,
-        dport: seg.dport,
+fn segment_source(skb: u64, t: &Trigger, o: &TraceOffsets) -> Source {
+    let Some(nh) = kread::<u16>(skb, o.skb_network_header).filter(|nh| *nh != u16::MAX) else {
+        return Source::NONE;
     };
-    Some((if v6 { AF_INET6 } else { AF_INET }, src))
+    let ip = t.head + nh as u64;
+    let Some(ver) = kread::<u8>(ip, 0) else {
+        return Source::NONE;
+    };
+    Source {
+        kind: SRC_SEGMENT,
+        v6: ver >> 4 == 6,
+        sport: t.sport,
+        dport: t.dport,
+        base: ip,
+    }
 }
 
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
+    // A per-CPU array's only entry: the lookup cannot fail.
+    let Some(x) = sock::scratch() else {
+        stat_add(Stat::ReadErrors);
+        return 0;
+    };
     let o = offsets();
     let sk: u64 = ctx.arg(0);
     let skb: u64 = ctx.arg(1);
@@ -218,23 +265,27 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
     } else {
         0
     };
-    let seg = if skb != 0 {
-        skb_segment(&ctx, skb, &o)
+    let seg = &mut x.seg;
+    let trig_flags = if skb == 0 {
+        seg.valid = 0;
+        NO_TRIGGER
+    } else if skb_segment(&ctx, skb, &o, seg) {
+        seg.flags
     } else {
-        None
-    };
-    let (trig_flags, trig_data) = match (&seg, skb) {
-        (_, 0) => (NO_TRIGGER, false),
-        (Some(s), _) => (s.flags, s.payload),
         // Unreadable: flags 0.
-        (None, _) => (0, false),
+        0
     };
+    let seg = &x.seg;
 
     // sk_fullsock(): not a time-wait or request mini-socket. Only a full socket has
     // sk_flags/sk_lingertime (a mini-socket's memory ends before them) and gives the
     // record its addresses.
     let full = sk != 0 && state != state::TIME_WAIT && state != state::NEW_SYN_RECV;
-    let mut bits = if trig_data { SEND_TRIG_DATA } else { 0 };
+    let mut bits = if seg.valid != 0 && seg.payload != 0 {
+        SEND_TRIG_DATA
+    } else {
+        0
+    };
     let (af, src) = if full {
         match (
             kread::<u64>(sk, o.sk_flags),
@@ -252,30 +303,34 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
         }
         // A listener's peer is 0.0.0.0:0: the reset answers a segment (an ACK that no
         // request matches), whose addresses are the connection's.
-        let trigger = match &seg {
-            Some(s) if state == state::LISTEN => segment_source(skb, s, &o),
-            _ => None,
+        let trigger = if seg.valid != 0 && state == state::LISTEN {
+            segment_source(skb, seg, &o)
+        } else {
+            Source::NONE
         };
-        match (trigger, kread::<u16>(sk, o.sk_family)) {
-            (Some(x), _) => x,
-            (None, Some(af)) => (af, Source::Sock { sk, af }),
-            (None, None) => {
-                stat_add(Stat::ReadErrors);
-                debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the family of sk {:x}", sk);
-                (0, Source::None)
+        if trigger.kind != SRC_NONE {
+            (segment_af(&trigger), trigger)
+        } else {
+            match kread::<u16>(sk, o.sk_family) {
+                Some(af) => (af, Source::sock(sk, af)),
+                None => {
+                    stat_add(Stat::ReadErrors);
+                    debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the family of sk {:x}", sk);
+                    (0, Source::NONE)
+                }
             }
         }
-    } else if let Some(s) = &seg {
-        match segment_source(skb, s, &o) {
-            Some(x) => x,
-            None => {
-                stat_add(Stat::ReadErrors);
-                debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the IP header of skb {:x}", skb);
-                (0, Source::None)
-            }
+    } else if seg.valid != 0 {
+        let src = segment_source(skb, seg, &o);
+        if src.kind == SRC_NONE {
+            stat_add(Stat::ReadErrors);
+            debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the IP header of skb {:x}", skb);
+            (0, src)
+        } else {
+            (segment_af(&src), src)
         }
     } else {
-        (0, Source::None)
+        (0, Source::NONE)
     };
 
     let family = family_of(af);
@@ -293,9 +348,6 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
     // Only passive resets are announced: an active one (no trigger) has already left
     // (tcp_send_active_reset fires the tracepoint after the send), and the egress
     // program knows it by its socket.
-    let Some(x) = sock::scratch() else {
-        return 0;
-    };
     if skb != 0 {
         announce(src, &o, &mut x.pending);
     }
@@ -311,6 +363,12 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
         debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the addresses of sk {:x} / skb {:x}", sk, skb);
     }
     0
+}
+
+/// The address family of a segment source.
+#[inline(always)]
+fn segment_af(src: &Source) -> u16 {
+    if src.v6 { AF_INET6 } else { AF_INET }
 }
 
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
@@ -345,9 +403,9 @@ pub fn rstmon_receive_reset(ctx: RawTracePointContext) -> u32 {
     };
     count(&RECV_COUNTERS, &key);
     let src = if af != 0 {
-        Source::Sock { sk, af }
+        Source::sock(sk, af)
     } else {
-        Source::None
+        Source::NONE
     };
     let Some(x) = sock::scratch() else {
         return 0;
@@ -389,8 +447,9 @@ fn announce(src: Source, o: &TraceOffsets, key: &mut PendingKey) {
     };
     let s = (&raw mut key.saddr0).cast::<u8>();
     let d = (&raw mut key.daddr0).cast::<u8>();
-    let ok = match src {
-        Source::Sock { sk, af } => {
+    let ok = match src.kind {
+        SRC_SOCK => {
+            let sk = src.base;
             let (Some(sp), Some(dp)) =
                 (kread::<u16>(sk, o.inet_sport), kread::<u16>(sk, o.sk_dport))
             else {
@@ -398,7 +457,7 @@ fn announce(src: Source, o: &TraceOffsets, key: &mut PendingKey) {
             };
             key.sport = u16::from_be(sp);
             key.dport = u16::from_be(dp);
-            if af == AF_INET6 {
+            if src.v6 {
                 key.family = FAMILY_IPV6;
                 kread_into(s, 16, sk, o.sk_v6_rcv_saddr) & kread_into(d, 16, sk, o.sk_v6_daddr)
             } else {
@@ -406,15 +465,11 @@ fn announce(src: Source, o: &TraceOffsets, key: &mut PendingKey) {
                 kread_into(s, 4, sk, o.inet_saddr) & kread_into(d, 4, sk, o.sk_daddr)
             }
         }
-        Source::Segment {
-            ip,
-            v6,
-            sport,
-            dport,
-        } => {
-            key.sport = dport;
-            key.dport = sport;
-            if v6 {
+        SRC_SEGMENT => {
+            let ip = src.base;
+            key.sport = src.dport;
+            key.dport = src.sport;
+            if src.v6 {
                 key.family = FAMILY_IPV6;
                 kread_into(d, 16, ip, 8) & kread_into(s, 16, ip, 24)
             } else {
@@ -422,7 +477,7 @@ fn announce(src: Source, o: &TraceOffsets, key: &mut PendingKey) {
                 kread_into(d, 4, ip, 12) & kread_into(s, 4, ip, 16)
             }
         }
-        Source::None => return,
+        _ => return,
     };
     if !ok {
         return;
@@ -463,11 +518,23 @@ fn announce(src: Source, o: &TraceOffsets, key: &mut PendingKey) {
     }
 }
 
-/// Samples a sent or received reset into the ring buffer, reading its addresses and
-/// ports from `src` straight into the reservation (nothing is read when the ring is
-/// full). False when a read failed (its fields are then zero).
+/// Samples a sent or received reset into the ring buffer under the trace sampler's
+/// rate limit, reading its addresses and ports from `src` straight into the reservation
+/// (nothing is read when the sample is not taken). False when a read failed (its fields
+/// are then zero).
 #[inline(always)]
 fn emit<K: 'static>(kind: u8, key: K, src: Source, x: &sock::Scratch, o: &TraceOffsets) -> bool {
+    // SAFETY: a plain read of a load-time constant.
+    let rate = unsafe { read_volatile(&TRACE_SAMPLES_PER_SEC) };
+    if rate == 0 {
+        return true;
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if !take_sample_at(rate, WINDOW_TRACE, now) {
+        stat_add(Stat::TraceRateLimited);
+        return true;
+    }
     let flags = submit_flags(size_of::<TraceEvent<K>>().next_multiple_of(8) as u64 + 8);
     let Some(mut entry) = EVENTS.reserve::<TraceEvent<K>>(0) else {
         stat_add(Stat::TraceRingFull);
@@ -478,26 +545,22 @@ fn emit<K: 'static>(kind: u8, key: K, src: Source, x: &sock::Scratch, o: &TraceO
     ev.kind = kind;
     ev._pad0 = [0; 7];
     ev.key = key;
-    // SAFETY: helper without preconditions.
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.ts_ns = now;
     ev._pad1 = [0; 4];
     ev.attr = x.attr;
     ev.conn = x.conn;
     let (s, d) = (ev.saddr.as_mut_ptr(), ev.daddr.as_mut_ptr());
     // An IPv6 read fills all 16 bytes of an address (zeroes them when it fails); an
     // IPv4 one the first 4: the rest is zeroed here.
-    let v4 = match src {
-        Source::Sock { af, .. } => af != AF_INET6,
-        Source::Segment { v6, .. } => !v6,
-        Source::None => true,
-    };
-    if v4 {
-        zero_from(s, if matches!(src, Source::None) { 0 } else { 4 });
-        zero_from(d, if matches!(src, Source::None) { 0 } else { 4 });
+    if !src.v6 {
+        let from = if src.kind == SRC_NONE { 0 } else { 4 };
+        zero_from(s, from);
+        zero_from(d, from);
     }
-    let ok = match src {
-        Source::Sock { sk, af } => {
-            let addrs = if af == AF_INET6 {
+    let ok = match src.kind {
+        SRC_SOCK => {
+            let sk = src.base;
+            let addrs = if src.v6 {
                 kread_into(s, 16, sk, o.sk_v6_rcv_saddr) & kread_into(d, 16, sk, o.sk_v6_daddr)
             } else {
                 kread_into(s, 4, sk, o.inet_saddr) & kread_into(d, 4, sk, o.sk_daddr)
@@ -515,15 +578,11 @@ fn emit<K: 'static>(kind: u8, key: K, src: Source, x: &sock::Scratch, o: &TraceO
                 }
             }
         }
-        Source::Segment {
-            ip,
-            v6,
-            sport,
-            dport,
-        } => {
-            ev.sport = dport;
-            ev.dport = sport;
-            if v6 {
+        SRC_SEGMENT => {
+            let ip = src.base;
+            ev.sport = src.dport;
+            ev.dport = src.sport;
+            if src.v6 {
                 // saddr at 8, daddr at 24.
                 kread_into(d, 16, ip, 8) & kread_into(s, 16, ip, 24)
             } else {
@@ -531,7 +590,7 @@ fn emit<K: 'static>(kind: u8, key: K, src: Source, x: &sock::Scratch, o: &TraceO
                 kread_into(d, 4, ip, 12) & kread_into(s, 4, ip, 16)
             }
         }
-        Source::None => {
+        _ => {
             ev.sport = 0;
             ev.dport = 0;
             true

@@ -21,7 +21,8 @@ const NSEC_PER_SEC: u64 = 1_000_000_000;
 /// Ring-buffer bytes of one wire sample: the record and its 8-byte header.
 const WIRE_RECORD_BYTES: u64 = size_of::<WireEvent>().next_multiple_of(8) as u64 + 8;
 
-/// The wire sampler's rate limit, over all CPUs and both directions: at most `rate`
+/// A sampler's rate limit (`window`: the wire sampler's, over all CPUs and both
+/// directions, or the trace sampler's): at most `rate`
 /// samples in each second of the coarse monotonic clock (tick resolution, cheaper to
 /// read than the precise one; the precise one where the kernel has no coarse helper,
 /// before 5.11).
@@ -31,13 +32,10 @@ const WIRE_RECORD_BYTES: u64 = size_of::<WireEvent>().next_multiple_of(8) as u64
 /// check at once) and the count is added atomically; once the second's samples are
 /// taken, a flood only reads the window, so its cache line is not bounced between CPUs.
 #[inline(always)]
-pub(crate) fn take_sample(rate: u32) -> bool {
+pub(crate) fn take_sample(rate: u32, window: u32) -> bool {
     if rate == u32::MAX {
         return true;
     }
-    let Some(w) = BUCKET.get_ptr_mut(0) else {
-        return false;
-    };
     // SAFETY: a plain read of a load-time constant; helpers without preconditions.
     let now = unsafe {
         if read_volatile(&COARSE_CLOCK) != 0 {
@@ -45,6 +43,19 @@ pub(crate) fn take_sample(rate: u32) -> bool {
         } else {
             bpf_ktime_get_ns()
         }
+    };
+    take_sample_at(rate, window, now)
+}
+
+/// [`take_sample`] at a time the caller read (tracing programs may not read the coarse
+/// clock, and the trace sampler reuses its sample's own time stamp).
+#[inline(always)]
+pub(crate) fn take_sample_at(rate: u32, window: u32, now: u64) -> bool {
+    if rate == u32::MAX {
+        return true;
+    }
+    let Some(w) = BUCKET.get_ptr_mut(window) else {
+        return false;
     };
     let second = now / NSEC_PER_SEC;
     // SAFETY: a valid map value; concurrent access is the benign race described above.

@@ -7,7 +7,7 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use rst_common::{DIR_INGRESS, FAMILY_IPV6, Stat, TCP_ACK, parse::parse_rst};
 
 use crate::{
-    WIRE_SAMPLES_PER_SEC,
+    WINDOW_WIRE, WIRE_SAMPLES_PER_SEC,
     util::stat_add,
     wire::{count_wire, take_sample, wire_sample},
 };
@@ -33,7 +33,7 @@ pub fn rstmon_xdp(ctx: XdpContext) -> u32 {
         // Sampling is off: nothing was limited.
         return xdp_action::XDP_PASS;
     }
-    if !take_sample(rate) {
+    if !take_sample(rate, WINDOW_WIRE) {
         stat_add(Stat::WireRateLimited);
         return xdp_action::XDP_PASS;
     }

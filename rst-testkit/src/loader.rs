@@ -112,7 +112,11 @@ pub fn load_xdp(ebpf: &mut Ebpf, name: &'static str) -> Result<(), LoadError> {
         .try_into()
         .map_err(|error| LoadError::Program { name, error })?;
     prog.load()
-        .map_err(|error| LoadError::Program { name, error })
+        .map_err(|error| LoadError::Program { name, error })?;
+    if name == rst_common::PROG_TC {
+        rst_user::attach::install_tc_sampler(ebpf)?;
+    }
+    Ok(())
 }
 
 /// The XDP program `name` of `ebpf`; panics if there is none ([`load_xdp`] it first to
@@ -123,7 +127,8 @@ pub fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> &'a Xdp {
         .unwrap_or_else(|| panic!("the object has no XDP program {name}"))
 }
 
-/// Loads the TC classifier `name` of `ebpf` into the kernel (the verifier runs here).
+/// Loads the TC classifier `name` of `ebpf` into the kernel (the verifier runs here);
+/// for `rstmon_tc`, its sampler too, as the daemon does.
 pub fn load_tc(ebpf: &mut Ebpf, name: &'static str) -> Result<(), LoadError> {
     let prog: &mut SchedClassifier = ebpf
         .program_mut(name)
@@ -131,7 +136,11 @@ pub fn load_tc(ebpf: &mut Ebpf, name: &'static str) -> Result<(), LoadError> {
         .try_into()
         .map_err(|error| LoadError::Program { name, error })?;
     prog.load()
-        .map_err(|error| LoadError::Program { name, error })
+        .map_err(|error| LoadError::Program { name, error })?;
+    if name == rst_common::PROG_TC {
+        rst_user::attach::install_tc_sampler(ebpf)?;
+    }
+    Ok(())
 }
 
 /// The TC classifier `name` of `ebpf`; panics if there is none ([`load_tc`] it first).

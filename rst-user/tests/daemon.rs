@@ -497,3 +497,52 @@ fn sigint_detaches_and_exits_zero() {
     d.stop_with(libc::SIGINT);
     assert_no_xdp(&p.a, &p.a_if, "after SIGINT");
 }
+
+/// `--max-trace-samples-per-sec`: a burst of refused connects over the limit leaves the
+/// sent and received counters exact, samples at most the limit in each second of the
+/// burst (plus what CPUs passing the check at once may add), and accounts for every
+/// reset of the tracepoint side as either sampled or rate-limited.
+#[test]
+fn trace_samples_are_rate_limited_and_counters_stay_exact() {
+    const RATE: i64 = 10;
+    const CONNECTS: i64 = 300;
+    let p = pair();
+    let d = rst_testkit::daemon::Rstmon::new(BIN)
+        .listen(LISTEN)
+        .iface(&p.a_if)
+        .args(["--max-trace-samples-per-sec", &RATE.to_string()])
+        .try_start(&p.a)
+        .unwrap_or_else(|e| panic!("starting rstmon: {e}"));
+    let before = d.scrape();
+    let t0 = std::time::Instant::now();
+    connect_refused(&p.a, SocketAddr::new(p.b4.into(), CLOSED_PORT), CONNECTS);
+    let seconds = t0.elapsed().as_secs() as i64 + 2;
+    let after = d.scrape();
+    let ctx = format!("{CONNECTS} refused connects at a trace sample limit of {RATE}/s");
+    let cf = |cause| [("cause", cause), ("family", "ipv4")];
+    assert_delta(&after, &before, SENT, &cf("no_listener"), CONNECTS, &ctx);
+    assert_delta(&after, &before, RECEIVED, &cf("refused"), CONNECTS, &ctx);
+    let resets = common::sum_delta(&after, &before, SENT, &[])
+        + common::sum_delta(&after, &before, RECEIVED, &[]);
+    let sampled = common::sum_delta(
+        &after,
+        &before,
+        "rstmon_samples_submitted_total",
+        &[("source", "trace")],
+    );
+    let limited = common::sum_delta(
+        &after,
+        &before,
+        "rstmon_samples_dropped_total",
+        &[("source", "trace"), ("reason", "rate_limited")],
+    );
+    let cpus = rst_user::attach::possible_cpus() as i64;
+    println!("{ctx}: {resets} resets, {sampled} sampled, {limited} rate-limited in <{seconds} s");
+    assert_eq!(sampled + limited, resets, "{ctx}: sampled + limited");
+    assert!(
+        sampled <= (RATE + cpus) * seconds,
+        "{ctx}: {sampled} sampled in under {seconds} s"
+    );
+    assert!(limited > 0, "{ctx}: nothing was rate-limited");
+    d.stop();
+}

@@ -44,7 +44,7 @@ enum Cmd {
         #[arg(long)]
         no_vm: bool,
     },
-    /// Boot Debian's 6.1 and 6.12 cloud kernels (5.10 with --kernel 5.10) in qemu (TCG) and run rstmon check,
+    /// Boot Debian's 5.10, 6.1 and 6.12 cloud kernels in qemu (TCG) and run rstmon check,
     /// selftest and run in each (docs/compatibility.md).
     Vm(vm::VmArgs),
     /// Build the Debian package (cargo-deb): binary, unit, /etc/default/rstmon, man

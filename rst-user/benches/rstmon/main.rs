@@ -50,6 +50,8 @@ use crate::{
 const WAKEUP_BYTES: u32 = rst_testkit::loader::WAKEUP_BYTES;
 /// The daemon's default `--max-samples-per-sec`.
 const DEFAULT_SAMPLES_PER_SEC: u32 = 20_000;
+/// The daemon's default trace sampling rate (`--max-trace-samples-per-sec`).
+const DEFAULT_TRACE_SAMPLES_PER_SEC: u32 = rst_user::cli::args::DEFAULT_TRACE_SAMPLES_PER_SEC;
 /// CPU that runs the packet path (test_run, generator, softirq).
 const CPU_PACKETS: usize = 0;
 /// CPU for user space that consumes (drain thread, tcpdump, daemon).

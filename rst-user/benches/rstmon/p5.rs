@@ -40,7 +40,7 @@ use rst_user::{
 };
 
 use crate::{
-    CPU_CONSUMER, CPU_PACKETS, Opts,
+    CPU_CONSUMER, CPU_PACKETS, DEFAULT_TRACE_SAMPLES_PER_SEC, Opts,
     drainer::Drainer,
     ext::{Guard, bpftrace},
     progress,
@@ -71,6 +71,14 @@ impl Variant {
             Variant::Rstmon => "rstmon",
             Variant::Bpftrace => "bpftrace",
         }
+    }
+}
+
+/// The tracing side as the daemon loads it by default (its trace sampling rate).
+fn daemon_config() -> Config {
+    Config {
+        max_trace_samples_per_sec: DEFAULT_TRACE_SAMPLES_PER_SEC,
+        ..Config::default()
     }
 }
 
@@ -342,7 +350,7 @@ pub fn p5(o: &Opts, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         let s = match v {
             Variant::None => measure(&pair, &gen_, &frame, a_idx, rate, dur, None)?,
             Variant::Rstmon => {
-                let m = Monitor::start(&Config::default())?;
+                let m = Monitor::start(&daemon_config())?;
                 let (programs, events, counters) = m.split();
                 let drainer = Drainer::start(events);
                 let s = measure(&pair, &gen_, &frame, a_idx, rate, dur, None)?;
@@ -400,7 +408,7 @@ pub fn p5(o: &Opts, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
     // The tracing programs' own run time per reset, from the kernel's BPF statistics, in
     // two more windows (statistics on only there: they cost every run two clock reads).
     let (_, rstmon_prog_ns, rstmon_runs) = with_run_stats(RSTMON_SEND_PROG, || {
-        let m = Monitor::start(&Config::default())?;
+        let m = Monitor::start(&daemon_config())?;
         let (programs, events, _counters) = m.split();
         let drainer = Drainer::start(events);
         let s = measure(&pair, &gen_, &frame, a_idx, rate, dur, None)?;

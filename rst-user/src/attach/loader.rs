@@ -6,7 +6,7 @@ use std::os::fd::AsFd as _;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, RingBuf},
+    maps::{MapData, ProgramArray, RingBuf},
     programs::{
         ProgramError, RawTracePoint, SchedClassifier, Xdp, raw_trace_point::RawTracePointLinkId,
     },
@@ -14,11 +14,12 @@ use aya::{
 };
 use rst_common::{
     MAP_EGRESS_ORIGINS, MAP_EVENTS, MAP_FORWARDED, MAP_FORWARDED_UNATTRIBUTED, MAP_HISTOGRAMS,
-    MAP_IFINDEX_SLOT, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS, MAP_WIRE_COUNTERS,
-    MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, MAP_WORKLOAD_COUNTERS, PROG_RECV_RESET, PROG_SEND_RESET,
-    PROG_SET_STATE, PROG_TC, PROG_XDP, WIRE_SLOT_COUNTERS, WIRE_SLOTS_DEFAULT, globals,
+    MAP_IFINDEX_SLOT, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS, MAP_TC_SAMPLE,
+    MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, MAP_WORKLOAD_COUNTERS,
+    PROG_RECV_RESET, PROG_SEND_RESET, PROG_SET_STATE, PROG_TC, PROG_TC_SAMPLE, PROG_XDP,
+    WIRE_SLOT_COUNTERS, WIRE_SLOTS_DEFAULT, globals,
 };
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::error::{LoadError, has_errno, one_line};
 use crate::{
@@ -34,6 +35,9 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub struct Config {
     /// Wire samples per second, over all CPUs; 0 turns wire sampling off.
     pub max_samples_per_sec: u32,
+    /// Send/receive samples per second, over all CPUs; 0 turns them off, u32::MAX (the
+    /// default) takes every one.
+    pub max_trace_samples_per_sec: u32,
     /// Bytes of samples per forced consumer wakeup.
     pub wakeup_bytes: u32,
     /// Turn on the kernel programs' diagnostics (aya-log, debug level, target
@@ -58,6 +62,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             max_samples_per_sec: 0,
+            max_trace_samples_per_sec: u32::MAX,
             wakeup_bytes: 64 * 1024,
             kernel_log: false,
             wire_slots: WIRE_SLOTS_DEFAULT,
@@ -185,6 +190,11 @@ impl Monitor {
                 &cfg.max_samples_per_sec,
                 true,
             )
+            .override_global(
+                globals::TRACE_SAMPLES_PER_SEC,
+                &cfg.max_trace_samples_per_sec,
+                true,
+            )
             .map_max_entries(MAP_WIRE_SLOTS, slots * WIRE_SLOT_COUNTERS)
             .override_global(globals::WAKEUP_BYTES, &cfg.wakeup_bytes, true)
             .override_global(
@@ -224,6 +234,7 @@ impl Monitor {
             let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
             prog.load()
                 .map_err(|error| hook_error(name, "load", error))?;
+            log_verified(name, prog.info());
             let link = prog
                 .attach(tp)
                 .map_err(|error| hook_error(name, "attach", error))?;
@@ -315,6 +326,7 @@ impl Programs {
                 name: PROG_XDP,
                 error,
             })?;
+            log_verified(PROG_XDP, prog.info());
             self.xdp_loaded = true;
         }
         Ok(prog)
@@ -328,13 +340,51 @@ impl Programs {
                 name: PROG_TC,
                 error,
             })?;
+            log_verified(PROG_TC, prog.info());
+            install_tc_sampler(&mut self.ebpf)?;
             self.tc_loaded = true;
         }
-        Ok(prog)
+        program(&mut self.ebpf, PROG_TC)
     }
 
     /// The kernel's id of the loaded XDP program (to tell it from someone else's).
     pub fn xdp_prog_id(&mut self) -> Option<u32> {
         self.xdp().ok()?.info().ok().map(|i| i.id())
     }
+}
+
+/// Logs (debug) how many instructions the verifier processed for a program it accepted:
+/// how close the program is to the verifier's limit of 1 000 000 on older kernels.
+fn log_verified(name: &str, info: Result<aya::programs::ProgramInfo, aya::programs::ProgramError>) {
+    if let Some(n) = info.ok().and_then(|i| i.verified_instruction_count()) {
+        debug!(program = name, verified_insns = n, "program verified");
+    }
+}
+
+/// Loads the TC egress sampler and puts it into the program array `rstmon_tc`
+/// tail-calls for each RST it samples: before `rstmon_tc` runs anywhere, or it takes no
+/// samples.
+pub fn install_tc_sampler(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let sampler: &mut SchedClassifier = program(ebpf, PROG_TC_SAMPLE)?;
+    let failed = |error| LoadError::Program {
+        name: PROG_TC_SAMPLE,
+        error,
+    };
+    sampler.load().map_err(failed)?;
+    log_verified(PROG_TC_SAMPLE, sampler.info());
+    let fd = sampler
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(failed)?;
+    let map_failed = |error| LoadError::Map {
+        name: MAP_TC_SAMPLE,
+        error,
+    };
+    let map = ebpf
+        .map_mut(MAP_TC_SAMPLE)
+        .ok_or(LoadError::Missing(MAP_TC_SAMPLE))?;
+    ProgramArray::try_from(map)
+        .map_err(map_failed)?
+        .set(0, &fd, 0)
+        .map_err(map_failed)
 }

@@ -11,5 +11,5 @@ pub mod tc;
 pub mod xdp;
 
 pub use error::LoadError;
-pub use loader::{Config, EBPF_OBJECT, Monitor, Programs, possible_cpus};
+pub use loader::{Config, EBPF_OBJECT, Monitor, Programs, install_tc_sampler, possible_cpus};
 pub use xdp::XdpModeArg;

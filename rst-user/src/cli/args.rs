@@ -16,6 +16,9 @@ use crate::{
 /// Default `--web.listen-address`: every IPv4 and IPv6 address, port 9745.
 pub const DEFAULT_LISTEN: &str = ":9745";
 
+/// `--max-trace-samples-per-sec`'s default.
+pub const DEFAULT_TRACE_SAMPLES_PER_SEC: u32 = 20_000;
+
 #[derive(Parser)]
 #[command(
     name = "rstmon",
@@ -83,6 +86,11 @@ pub struct Common {
     /// turns wire sampling off. Counters are exact whatever this is.
     #[arg(long, default_value_t = 20_000)]
     pub max_samples_per_sec: u32,
+    /// Samples per second of the resets the kernel sent and received (the tracepoint
+    /// side), over all CPUs, a limit of its own; 0 turns them off. Counters, per
+    /// workload ones included, are exact whatever this is.
+    #[arg(long, default_value_t = DEFAULT_TRACE_SAMPLES_PER_SEC)]
+    pub max_trace_samples_per_sec: u32,
     /// Interfaces counted in a slot of their own (the fastest path, 64 bytes of kernel
     /// memory per CPU each); interfaces beyond it are counted exactly on a slower path.
     #[arg(long, default_value_t = rst_common::WIRE_SLOTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

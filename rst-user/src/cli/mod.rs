@@ -113,6 +113,7 @@ pub(crate) fn require_privileges() -> anyhow::Result<()> {
 pub(crate) fn config(c: &Common) -> Config {
     Config {
         max_samples_per_sec: c.max_samples_per_sec,
+        max_trace_samples_per_sec: c.max_trace_samples_per_sec,
         kernel_log: kernel_log_enabled(),
         wire_slots: c.wire_slots,
         track_connections: !c.no_connection_tracking,

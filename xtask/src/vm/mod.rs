@@ -109,9 +109,7 @@ impl KernelSel {
             Self::V5_10 => vec![SERIES[0]],
             Self::V6_1 => vec![SERIES[1]],
             Self::V6_12 => vec![SERIES[2]],
-            // 5.10 is left out of the default run while rstmon_send_reset fails its
-            // verifier there (an unwritten stack slot read; see docs/compatibility.md).
-            Self::All => SERIES[1..].to_vec(),
+            Self::All => SERIES.to_vec(),
         }
     }
 }

@@ -251,12 +251,7 @@ pub(super) fn evaluate(series: &Series, r: &GuestReport) -> Vec<String> {
     if !has("rstmon_resets_received_total", "cause=\"refused\"") {
         bad.push("run: no refused reset counted on the receiver side".into());
     }
-    // TC egress is required where it loads: 6.1's verifier refuses rstmon_tc (too
-    // large: a million instructions processed), and the daemon runs without egress there
-    // (docs/compatibility.md). Its sent resets without a socket are then not recovered.
-    if !series.has_reason {
-        return bad;
-    }
+    // TC egress on every kernel (tcx on 6.6+, a clsact classifier before).
     if !has("rstmon_tc_attached", "interface=\"vm0\"") {
         bad.push("run: rstmon_tc_attached{interface=\"vm0\"} is not 1".into());
     }
@@ -269,9 +264,31 @@ pub(super) fn evaluate(series: &Series, r: &GuestReport) -> Vec<String> {
     if !egress_wire {
         bad.push("run: no egress wire reset counted on vm0".into());
     }
-    // On 6.10+ from the send tracepoint; before, from the egress view (stack_untraced).
-    if !has("rstmon_resets_sent_total", "cause=\"no_listener\"") {
-        bad.push("run: the RSTs vma's stack sent are not counted as no_listener".into());
+    // The run's RSTs (one per family, to a closed port of the peer namespace's) are the
+    // stack's: on 6.10+ announced by the send tracepoint (origin stack); before, told
+    // from the egress view (stack_untraced; IPv6 ones leave without a socket, like
+    // netfilter's, and are told by their flow label). None is a firewall's.
+    let origin = if series.has_reason {
+        "stack"
+    } else {
+        "stack_untraced"
+    };
+    for family in ["ipv4", "ipv6"] {
+        let origin_family = format!("family=\"{family}\",origin=\"{origin}\"");
+        if !has("rstmon_egress_resets_total", &origin_family) {
+            bad.push(format!(
+                "run: the {family} RST vma's stack sent is not of origin {origin}"
+            ));
+        }
+        let no_listener = format!("cause=\"no_listener\",family=\"{family}\"");
+        if !has("rstmon_resets_sent_total", &no_listener) {
+            bad.push(format!(
+                "run: the {family} RST vma's stack sent is not counted as no_listener"
+            ));
+        }
+    }
+    if has("rstmon_egress_resets_total", "origin=\"firewall_reject\"") {
+        bad.push("run: an RST of the stack counted as firewall_reject".into());
     }
     bad
 }
