@@ -63,6 +63,9 @@ pub const PROG_TC_SAMPLE: &str = "rstmon_tc_sample";
 /// Program array of one entry: [`PROG_TC_SAMPLE`], which user space puts there before
 /// it attaches [`PROG_TC`].
 pub const MAP_TC_SAMPLE: &str = "TC_SAMPLE";
+/// Array of one `u32`, set to 1 by user space when it loads [`PROG_TC`]: the send
+/// handler announces passive resets in [`MAP_PENDING_RESETS`] only from then on.
+pub const MAP_EGRESS_ACTIVE: &str = "EGRESS_ACTIVE";
 /// Per-CPU array of one `u32`: the origin [`PROG_TC`] found for the RST it hands to
 /// [`PROG_TC_SAMPLE`].
 pub const MAP_TC_SAMPLE_ORIGIN: &str = "TC_SAMPLE_ORIGIN";

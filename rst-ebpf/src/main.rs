@@ -28,7 +28,7 @@ mod wire;
 mod xdp;
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
@@ -120,7 +120,11 @@ pub(crate) static FORWARDED: PerCpuHashMap<WireKey, u64> =
 pub(crate) static FORWARDED_UNATTRIBUTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 #[map(name = "PENDING_RESETS")]
 pub(crate) static PENDING_RESETS: LruHashMap<PendingKey, PendingReset> =
-    LruHashMap::with_max_entries(PENDING_RESETS_ENTRIES, 0);
+    LruHashMap::with_max_entries(PENDING_RESETS_ENTRIES, BPF_F_NO_COMMON_LRU);
+/// One `u32`: non-zero once user space has loaded the TC egress program (the only
+/// reader of `PENDING_RESETS`): until then the send handler announces nothing.
+#[map(name = "EGRESS_ACTIVE")]
+pub(crate) static EGRESS_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "TC_SAMPLE")]
 pub(crate) static TC_SAMPLE: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map(name = "TC_SAMPLE_ORIGIN")]

@@ -199,9 +199,18 @@ fn announced(start: usize, end: usize, rst: &Rst) -> bool {
         // gives its one back and counts the RST as unannounced, so the count can never
         // stay wrapped (which would announce every later RST of this address pair).
         atomic_add(count, u64::MAX);
-        if read_volatile(count) > u64::MAX / 2 {
+        let left = read_volatile(count);
+        if left > u64::MAX / 2 {
             atomic_add(count, 1);
             return false;
+        }
+        if left == 0 {
+            // The last one taken: the entry goes, so that the map holds only RSTs yet to
+            // leave and an announcement finds room without evicting. One that another
+            // CPU adds to this entry between the take and the delete is lost (its RST
+            // then counts as unannounced): two RSTs of the same addresses and ports in
+            // flight at once on two CPUs.
+            let _ = PENDING_RESETS.remove(&key);
         }
     }
     true

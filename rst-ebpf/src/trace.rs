@@ -42,8 +42,8 @@ use rst_common::{
 };
 
 use crate::{
-    EVENTS, PENDING_RESETS, RECV_COUNTERS, SEND_COUNTERS, TRACE_OFFSETS, TRACE_SAMPLES_PER_SEC,
-    WINDOW_TRACE, sock,
+    EGRESS_ACTIVE, EVENTS, PENDING_RESETS, RECV_COUNTERS, SEND_COUNTERS, TRACE_OFFSETS,
+    TRACE_SAMPLES_PER_SEC, WINDOW_TRACE, sock,
     util::{atomic_add, count, stat_add, submit_flags},
     wire::take_sample_at,
 };
@@ -347,8 +347,9 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
     count(&SEND_COUNTERS, &key);
     // Only passive resets are announced: an active one (no trigger) has already left
     // (tcp_send_active_reset fires the tracepoint after the send), and the egress
-    // program knows it by its socket.
-    if skb != 0 {
+    // program knows it by its socket. Nothing is announced while no egress program
+    // reads the announcements: the LRU insert is most of this handler's cost.
+    if skb != 0 && EGRESS_ACTIVE.get(0).is_some_and(|a| *a != 0) {
         announce(src, &o, &mut x.pending);
     }
     let start = sock::attribute_send(&mut x.attr, sk, skb, state, full, &o);

@@ -13,9 +13,9 @@ use aya::{
     sys::SyscallError,
 };
 use rst_common::{
-    MAP_EGRESS_ORIGINS, MAP_EVENTS, MAP_FORWARDED, MAP_FORWARDED_UNATTRIBUTED, MAP_HISTOGRAMS,
-    MAP_IFINDEX_SLOT, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS, MAP_TC_SAMPLE,
-    MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, MAP_WORKLOAD_COUNTERS,
+    MAP_EGRESS_ACTIVE, MAP_EGRESS_ORIGINS, MAP_EVENTS, MAP_FORWARDED, MAP_FORWARDED_UNATTRIBUTED,
+    MAP_HISTOGRAMS, MAP_IFINDEX_SLOT, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS,
+    MAP_TC_SAMPLE, MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, MAP_WORKLOAD_COUNTERS,
     PROG_RECV_RESET, PROG_SEND_RESET, PROG_SET_STATE, PROG_TC, PROG_TC_SAMPLE, PROG_XDP,
     WIRE_SLOT_COUNTERS, WIRE_SLOTS_DEFAULT, globals,
 };
@@ -386,5 +386,15 @@ pub fn install_tc_sampler(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     ProgramArray::try_from(map)
         .map_err(map_failed)?
         .set(0, &fd, 0)
-        .map_err(map_failed)
+        .map_err(map_failed)?;
+    // From now on the send handler announces passive resets for rstmon_tc.
+    let active = ebpf
+        .map_mut(MAP_EGRESS_ACTIVE)
+        .ok_or(LoadError::Missing(MAP_EGRESS_ACTIVE))?;
+    aya::maps::Array::<_, u32>::try_from(active)
+        .and_then(|mut a| a.set(0, 1, 0))
+        .map_err(|error| LoadError::Map {
+            name: MAP_EGRESS_ACTIVE,
+            error,
+        })
 }
