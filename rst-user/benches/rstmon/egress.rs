@@ -11,7 +11,7 @@
 //!   Monitor — tracepoints too, each RST being a sent reset it counts, announces and
 //!   samples (E2b, the worst case of a host that only sends resets).
 
-use std::{collections::BTreeMap, thread, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, thread, time::Duration};
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::TcAttachOptions};
@@ -25,6 +25,7 @@ use rst_testkit::{
 };
 use rst_user::{
     attach::{Config, Monitor, XdpModeArg, possible_cpus, tc as tc_attach, xdp},
+    export::iftable::{Iface, IfaceTable},
     netns::Pair,
 };
 
@@ -316,14 +317,16 @@ pub fn e2(o: &Opts, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
             let rsts = after["OutRsts"] - before["OutRsts"];
             drop(links);
             if let Some((programs, drainer, counters)) = mon {
-                let ifnames = BTreeMap::from([(b_idx, pair.b_if.clone())]);
-                let snap = counters.snapshot(&programs.layout, &ifnames);
-                let egress: u64 = snap
-                    .wire
-                    .iter()
-                    .filter(|((_, dir, _, _), _)| *dir == "egress")
-                    .map(|(_, v)| v)
-                    .sum();
+                let ifaces = Arc::new(IfaceTable::new([Iface {
+                    ifindex: b_idx,
+                    name: pair.b_if.clone(),
+                    mode: "native",
+                    tc: Some("tcx"),
+                }]));
+                let snap = counters.snapshot(&programs.layout, &ifaces);
+                // Egress counters are the upper half of a slot.
+                let first = rst_common::wire_slot_index(0, rst_common::DIR_EGRESS, 0, 0) as usize;
+                let egress: u64 = snap.wire.iter().flat_map(|c| &c[first..]).sum();
                 let stack: u64 = snap
                     .egress
                     .origins

@@ -6,7 +6,7 @@ use std::{
     collections::BTreeMap,
     io::{self, BufRead as _, BufReader},
     process::{Child, Stdio},
-    sync::mpsc,
+    sync::{Arc, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -22,6 +22,7 @@ use rst_testkit::{
 };
 use rst_user::{
     attach::{Config, Monitor, XdpModeArg, possible_cpus, xdp},
+    export::iftable::{Iface, IfaceTable},
     netns::{Ns, Pair},
 };
 
@@ -266,9 +267,14 @@ pub fn p2(o: &Opts, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
                 prog.detach(link)?;
             }
             if let Some((programs, drainer, counters)) = mon {
-                let ifnames = BTreeMap::from([(b_idx, pair.b_if.clone())]);
-                let snap = counters.snapshot(&programs.layout, &ifnames);
-                let wire: u64 = snap.wire.values().sum();
+                let ifaces = Arc::new(IfaceTable::new([Iface {
+                    ifindex: b_idx,
+                    name: pair.b_if.clone(),
+                    mode: "native",
+                    tc: None,
+                }]));
+                let snap = counters.snapshot(&programs.layout, &ifaces);
+                let wire: u64 = snap.wire.iter().flatten().sum();
                 let delivered = drainer.stop()?;
                 exact.push((
                     wire,

@@ -102,6 +102,11 @@ impl Interfaces {
             .collect()
     }
 
+    /// The monitored interfaces by ifindex, without copying them.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Attached)> {
+        self.by_index.iter().map(|(i, a)| (*i, a))
+    }
+
     pub fn len(&self) -> usize {
         self.by_index.len()
     }

@@ -2,12 +2,12 @@
 
 use std::sync::{Arc, Mutex, atomic::Ordering};
 
-use tokio::sync::watch;
+use tokio::{sync::watch, task::JoinHandle};
 use tracing::{info, warn};
 
 use super::{args::RunArgs, config, require_privileges, shut_down, shutdown_signal, xdp_mode};
 use crate::{
-    attach::{Monitor, controller::Controller, select::Selection},
+    attach::{Monitor, Programs, controller::Controller, select::Selection},
     attribute::{Names, Sources},
     drain,
     export::{http, listen, server, webconfig::WebConfig},
@@ -67,6 +67,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         fail_render_file: std::env::var_os(server::FAIL_RENDER_ENV).map(Into::into),
         watch: hub.stats.clone(),
         labels: Arc::new(Labels::new(names.clone(), args.max_workloads as usize)),
+        iftable: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_shared = shared.clone();
@@ -96,7 +97,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(logger) = logger {
         tokio::spawn(drain::forward_kernel_log(logger, stop_rx.clone()));
     }
-    let follower = tokio::spawn(controller.run(stop_rx));
+    let follower = follow(controller, stop_rx)?;
     for l in &listeners {
         if let Ok(bound) = l.local_addr() {
             info!(address = %bound, tls = tls.is_some(), "serving {}", args.telemetry_path);
@@ -115,4 +116,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     info!("detached; bye");
     Ok(())
+}
+
+/// Runs the interface controller on a thread of its own, with a runtime of its own, so
+/// that it never holds the thread that answers `/metrics`: attaching an interface is a
+/// few blocking syscalls (a tcx attach waits for an RCU grace period, 10–30 ms here),
+/// and a burst of thousands of new interfaces, or a resync that dumps thousands of
+/// links, would otherwise keep every scrape waiting until it is over. The netlink
+/// connection stays on the main runtime; the two talk over channels.
+fn follow(
+    controller: Controller,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<Programs>> {
+    use anyhow::Context as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the interface controller's runtime")?;
+    Ok(tokio::task::spawn_blocking(move || {
+        rt.block_on(controller.run(stop))
+    }))
 }

@@ -5,6 +5,7 @@ use rst_common::Stat;
 
 use super::{
     family::{FamilyBuilder, Kind},
+    iftable,
     snapshot::Snapshot,
 };
 use crate::{attach::controller::SKIP_REASONS, sources};
@@ -25,9 +26,7 @@ impl Snapshot {
         let mut families = vec![
             sources::sent::family(self),
             sources::received::family(self),
-            sources::wire::family(self),
             sources::egress::family(self),
-            sources::egress::forwarded_family(self),
             sources::workload::family(&self.workloads),
             sources::workload::overflow_family(&self.workloads),
         ];
@@ -74,24 +73,6 @@ impl Snapshot {
         delivered.add(&["wire"], self.user.wire_received);
         delivered.add(&["trace"], self.user.trace_received);
 
-        let mut attached = FamilyBuilder::new(
-            "rstmon_xdp_attached",
-            "1 for each interface with rstmon's XDP program attached, by XDP mode.",
-            GAUGE,
-            &["interface", "mode"],
-        );
-        for (iface, mode) in &self.interfaces {
-            attached.add(&[iface.as_str(), mode.as_str()], 1.0);
-        }
-        let mut tc_attached = FamilyBuilder::new(
-            "rstmon_tc_attached",
-            "1 for each interface with rstmon's TC egress program attached, by how (tcx link, or clsact filter on kernels before 6.6).",
-            GAUGE,
-            &["interface", "mode"],
-        );
-        for (iface, mode) in &self.tc_interfaces {
-            tc_attached.add(&[iface.as_str(), mode.as_str()], 1.0);
-        }
         let mut skipped = FamilyBuilder::new(
             "rstmon_interface_skipped_total",
             "Interfaces matching the selection that rstmon left alone: another XDP program was attached (foreign_xdp), or attaching failed (attach_failed).",
@@ -153,36 +134,66 @@ impl Snapshot {
         );
 
         families.extend([
-            dropped,
-            submitted,
-            delivered,
-            errors,
-            attached,
-            tc_attached,
-            skipped,
-            hooks,
-            misses,
-            reason,
-            info,
-            kernel,
+            dropped, submitted, delivered, errors, skipped, hooks, misses, reason, info, kernel,
         ]);
         families.retain(|f| !f.is_empty());
-        families.sort_by_key(|f| f.name());
-        let series: usize = families.iter().map(FamilyBuilder::len).sum();
-        let mut out = String::with_capacity(series * 96 + families.len() * 160 + 8192);
-        // The histograms are written by hand, in their place in name order.
-        let mut histograms = false;
-        for f in families {
-            if !histograms && f.name() > sources::workload::AGE {
-                sources::workload::write_histograms(&mut out, &self.histograms);
-                histograms = true;
+        // The per-interface families and the histograms are written by hand, each in
+        // its place in name order.
+        let t = &self.ifaces;
+        let by_hand: [(&str, &Writer); 5] = [
+            (sources::wire::METRIC, &|o| {
+                t.write_wire(o, &self.wire, &self.wire_unattributed);
+            }),
+            (sources::egress::FORWARDED_METRIC, &|o| {
+                t.write_forwarded(
+                    o,
+                    &self.egress.forwarded,
+                    &self.egress.forwarded_unattributed,
+                );
+            }),
+            (iftable::XDP_ATTACHED, &|o| t.write_xdp_attached(o)),
+            (iftable::TC_ATTACHED, &|o| t.write_tc_attached(o)),
+            (sources::workload::AGE, &|o| {
+                sources::workload::write_histograms(o, &self.histograms);
+            }),
+        ];
+        let mut parts: Vec<Part<'_, '_>> = families.into_iter().map(Part::Built).collect();
+        parts.extend(by_hand.into_iter().map(|(name, f)| Part::ByHand(name, f)));
+        parts.sort_by_key(Part::name);
+        let series: usize = parts.iter().map(Part::len).sum::<usize>() + t.len() * 13;
+        let mut out = String::with_capacity(series * 96 + parts.len() * 160 + 8192);
+        for p in parts {
+            match p {
+                Part::Built(f) => f.write(&mut out),
+                Part::ByHand(_, f) => f(&mut out),
             }
-            f.write(&mut out);
-        }
-        if !histograms {
-            sources::workload::write_histograms(&mut out, &self.histograms);
         }
         Ok(out)
+    }
+}
+
+/// Writes a family by hand.
+type Writer<'f> = dyn Fn(&mut String) + 'f;
+
+/// One family of the exposition: built, or written by hand.
+enum Part<'a, 'f> {
+    Built(FamilyBuilder<'a>),
+    ByHand(&'static str, &'f Writer<'f>),
+}
+
+impl Part<'_, '_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Part::Built(f) => f.name(),
+            Part::ByHand(name, _) => name,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Part::Built(f) => f.len(),
+            Part::ByHand(..) => 0,
+        }
     }
 }
 
@@ -193,8 +204,12 @@ mod tests {
 
     fn sample() -> Snapshot {
         let mut s = Snapshot {
-            interfaces: vec![("veth0".into(), "native".into())],
-            tc_interfaces: vec![("veth0".into(), "tcx".into())],
+            ifaces: std::sync::Arc::new(iftable::IfaceTable::new([iftable::Iface {
+                ifindex: 7,
+                name: "veth0".into(),
+                mode: "native",
+                tc: Some("tcx"),
+            }])),
             hooks: vec![
                 ("tcp:tcp_send_reset".into(), true),
                 ("tcp:tcp_receive_reset".into(), true),
@@ -213,14 +228,15 @@ mod tests {
         };
         s.sent.insert((SendCause::NoListener, Family::Ipv4), 3);
         s.received.insert((RecvCause::Refused, Family::Ipv6), 2);
-        s.wire
-            .insert(("veth0".into(), "ingress", Family::Ipv4, "rst_ack"), 3);
-        s.wire
-            .insert(("veth0".into(), "egress", Family::Ipv6, "rst"), 2);
+        // Within a slot: direction * 4 + IPv6 * 2 + ACK.
+        let mut wire = [0; 8];
+        wire[1] = 3; // ingress, IPv4, RST|ACK
+        wire[4 + 2] = 2; // egress, IPv6, RST
+        s.wire = vec![wire];
         s.egress
             .origins
             .insert((rst_common::EGRESS_FIREWALL, Family::Ipv6, false), 2);
-        s.egress.forwarded.insert(("veth0".into(), Family::Ipv4), 1);
+        s.egress.forwarded = vec![[1, 0]];
         s.kernel.set(Stat::WireSampled, 3);
         s.user.wire_received = 3;
         s.workloads

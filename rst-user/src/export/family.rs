@@ -111,15 +111,7 @@ impl<'a> FamilyBuilder<'a> {
         if !self.rows.is_sorted_by(|a, b| a.0 <= b.0) {
             self.rows.sort_by(|a, b| a.0.cmp(&b.0));
         }
-        out.push_str("# HELP ");
-        out.push_str(self.name);
-        out.push(' ');
-        escape(out, self.help, false);
-        out.push_str("\n# TYPE ");
-        out.push_str(self.name);
-        out.push(' ');
-        out.push_str(self.kind.label());
-        out.push('\n');
+        write_header(out, self.name, self.help, self.kind);
         let n = self.label_names.len();
         for (values, value) in &self.rows {
             out.push_str(self.name);
@@ -148,8 +140,21 @@ impl<'a> FamilyBuilder<'a> {
     }
 }
 
+/// The `# HELP` and `# TYPE` lines of a family.
+pub(crate) fn write_header(out: &mut String, name: &str, help: &str, kind: Kind) {
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push(' ');
+    escape(out, help, false);
+    out.push_str("\n# TYPE ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(kind.label());
+    out.push('\n');
+}
+
 /// Help text escapes `\` and newline; label values also `"`.
-fn escape(out: &mut String, s: &str, quote: bool) {
+pub(crate) fn escape(out: &mut String, s: &str, quote: bool) {
     if !s.contains(['\\', '\n', '"']) {
         out.push_str(s);
         return;

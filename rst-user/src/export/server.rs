@@ -29,6 +29,7 @@ use super::{
     exposition::RenderError,
     family::{FamilyBuilder, Kind},
     http::{self, HttpStats, Limits},
+    iftable::IfaceTable,
     info,
     process::ProcessStats,
     snapshot::{Counters, UserStats},
@@ -65,6 +66,8 @@ pub struct Shared {
     pub watch: Arc<crate::stream::server::Stats>,
     /// Workload names of the per-workload counters.
     pub labels: Arc<crate::sources::workload::Labels>,
+    /// The monitored interfaces and the text of their series, rebuilt when they change.
+    pub iftable: Mutex<Arc<IfaceTable>>,
 }
 
 /// Names a file whose existence makes every scrape fail to render (answered 500): how
@@ -117,22 +120,19 @@ impl Shared {
                 f.display()
             )));
         }
-        let (ifnames, attached, tc_attached, skipped) = {
+        let (ifaces, skipped) = {
             let st = self.interfaces.read().unwrap_or_else(|p| p.into_inner());
-            (
-                st.ifnames(),
-                st.attached(),
-                st.tc_attached(),
-                st.skipped.clone(),
-            )
+            let mut table = self.iftable.lock().unwrap_or_else(|p| p.into_inner());
+            if !table.matches(&st) {
+                *table = Arc::new(IfaceTable::of(&st));
+            }
+            (table.clone(), st.skipped.clone())
         };
         let mut snap = self
             .counters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .snapshot(&self.layout, &ifnames);
-        snap.interfaces = attached;
-        snap.tc_interfaces = tc_attached;
+            .snapshot(&self.layout, &ifaces);
         snap.skipped = skipped;
         snap.hooks = self.hooks.clone();
         snap.user = UserStats {

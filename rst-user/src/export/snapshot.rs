@@ -4,7 +4,10 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     os::fd::{AsFd as _, OwnedFd},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
@@ -14,6 +17,7 @@ use rst_common::{
 };
 use tracing::{debug, warn};
 
+use super::iftable::IfaceTable;
 use crate::{kernel::KernelLayout, sources, sys};
 
 /// Counters kept by the kernel programs (the STATS map), summed over CPUs.
@@ -47,10 +51,9 @@ pub struct Snapshot {
     pub wire_unattributed: sources::wire::Unattributed,
     /// Who made the RSTs that left (TC egress), forwarded ones per interface.
     pub egress: sources::egress::Counts,
-    /// Monitored interfaces and their XDP mode (`native` or `generic`).
-    pub interfaces: Vec<(String, String)>,
-    /// Interfaces with rstmon's TC egress program and its mode (`tcx` or `clsact`).
-    pub tc_interfaces: Vec<(String, String)>,
+    /// The monitored interfaces (XDP mode, TC egress mode) and the text of their
+    /// series; the per-interface counts are aligned with its interfaces.
+    pub ifaces: Arc<IfaceTable>,
     /// Tracing hooks and whether rstmon holds a link for each.
     pub hooks: Vec<(String, bool)>,
     /// Tracing hooks and how often the kernel skipped them (recursion protection).
@@ -145,28 +148,27 @@ pub struct Counters {
 
 impl Counters {
     /// Reads every counter map, summing per-CPU values, and classifies the keys. Wire
-    /// counters are read for the interfaces in `ifnames` only.
-    pub fn snapshot(&self, layout: &KernelLayout, ifnames: &BTreeMap<u32, String>) -> Snapshot {
+    /// and forwarded counters are read for the interfaces of `ifaces` only.
+    pub fn snapshot(&self, layout: &KernelLayout, ifaces: &Arc<IfaceTable>) -> Snapshot {
         let mut snap = Snapshot {
-            wire: sources::wire::collect(&self.wire, self.ncpus, ifnames),
+            wire: sources::wire::collect(&self.wire, self.ncpus, ifaces),
             wire_unattributed: sources::wire::collect_unattributed(&self.wire, self.ncpus),
             sent: sources::sent::collect(&self.send, self.ncpus, &layout.reasons),
             received: sources::received::collect(&self.recv, self.ncpus),
-            egress: sources::egress::collect(&self.egress, self.ncpus, ifnames),
+            egress: sources::egress::collect(&self.egress, self.ncpus, ifaces),
             workload_raw: sources::workload::collect(&self.workloads, self.ncpus),
-            histograms: sources::workload::collect_histograms(&self.histograms),
+            histograms: sources::workload::collect_histograms(&self.histograms, self.ncpus),
+            ifaces: ifaces.clone(),
             ..Default::default()
         };
         for (k, v) in snap.egress.sent() {
             *snap.sent.entry(k).or_default() += v;
         }
+        // One batched read of the whole array.
+        let stats = sys::bpf::percpu_array_sums(&self.stats, rst_common::STAT_COUNT, self.ncpus);
         for s in Stat::ALL {
-            let v = self
-                .stats
-                .get(&s.index(), 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0);
-            snap.kernel.set(s, v);
+            snap.kernel
+                .set(s, stats.get(s.index() as usize).copied().unwrap_or(0));
         }
         if snap.kernel.get(Stat::CounterMapFull) > 0
             && !self.full_logged.swap(true, Ordering::Relaxed)

@@ -11,24 +11,24 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{MapData, PerCpuHashMap};
 use rst_common::{
     EGRESS_FIREWALL, EGRESS_FORWARDED, EGRESS_ORIGIN_COUNTERS, EGRESS_ORIGINS, EGRESS_RAW_SOCKET,
-    EGRESS_STACK, EGRESS_STACK_UNTRACED, EGRESS_UNMATCHED, WireKey, egress_origin_index,
+    EGRESS_STACK, EGRESS_STACK_UNTRACED, EGRESS_UNMATCHED, egress_origin_index,
 };
 
 use crate::{
     classify::{self, Family, SendCause},
     export::{
         family::{FamilyBuilder, Kind},
+        iftable::IfaceTable,
         snapshot::{EgressMaps, Snapshot},
     },
-    sources::wire::OTHER,
     sys::bpf::{percpu_array_sums, percpu_sums},
 };
 
 pub const METRIC: &str = "rstmon_egress_resets_total";
 pub const FORWARDED_METRIC: &str = "rstmon_forwarded_resets_total";
+pub const FORWARDED_HELP: &str = "TCP RSTs routed or bridged through this host (received on another interface, not made here), counted at egress of each monitored interface.";
 
 /// `origin` label values, indexed by `EGRESS_*`.
 pub const ORIGINS: [(u8, &str); EGRESS_ORIGINS as usize] = [
@@ -50,10 +50,11 @@ pub fn origin_label(origin: u8) -> Option<&'static str> {
 pub struct Counts {
     /// (origin, family, ack) → exact count.
     pub origins: BTreeMap<(u8, Family, bool), u64>,
-    /// (ifindex, family) → forwarded RSTs, of the interfaces monitored now.
-    pub forwarded: BTreeMap<(String, Family), u64>,
-    /// family → forwarded RSTs no interface could be told for.
-    pub forwarded_unattributed: BTreeMap<Family, u64>,
+    /// Forwarded RSTs of each interface of the [`IfaceTable`], aligned with its
+    /// [`IfaceTable::ifaces`], by family (IPv4, IPv6).
+    pub forwarded: Vec<[u64; 2]>,
+    /// Forwarded RSTs no interface could be told for, by family.
+    pub forwarded_unattributed: [u64; 2],
 }
 
 impl Counts {
@@ -70,8 +71,8 @@ impl Counts {
     }
 }
 
-/// Reads the egress counters; forwarded ones of the interfaces in `ifnames` only.
-pub fn collect(maps: &EgressMaps, ncpus: usize, ifnames: &BTreeMap<u32, String>) -> Counts {
+/// Reads the egress counters; forwarded ones of the interfaces of `table` only.
+pub fn collect(maps: &EgressMaps, ncpus: usize, table: &IfaceTable) -> Counts {
     let mut out = Counts::default();
     let values = percpu_array_sums(&maps.origins, EGRESS_ORIGIN_COUNTERS, ncpus);
     for (origin, _) in ORIGINS {
@@ -83,28 +84,27 @@ pub fn collect(maps: &EgressMaps, ncpus: usize, ifnames: &BTreeMap<u32, String>)
             }
         }
     }
-    out.forwarded = forwarded(&maps.forwarded, ncpus, ifnames);
-    let un = percpu_array_sums(&maps.forwarded_unattributed, 2, ncpus);
-    for (v6, fam) in Family::ALL.iter().enumerate() {
-        if let Some(v) = un.get(v6).copied().filter(|v| *v > 0) {
-            out.forwarded_unattributed.insert(*fam, v);
-        }
-    }
-    out
-}
-
-fn forwarded(
-    map: &PerCpuHashMap<MapData, WireKey, u64>,
-    ncpus: usize,
-    ifnames: &BTreeMap<u32, String>,
-) -> BTreeMap<(String, Family), u64> {
-    let mut out = BTreeMap::new();
-    for (k, v) in percpu_sums(map, ncpus) {
-        let (Some(fam), Some(iface)) = (Family::from_raw(k.family), ifnames.get(&k.ifindex)) else {
+    out.forwarded = vec![[0; 2]; table.len()];
+    // The TC program counts a forwarded RST in `EGRESS_ORIGINS` before it adds it to
+    // `FORWARDED`: while no forwarded RST was ever counted there the map has no key, and
+    // its scan (every bucket of a 65 536-bucket map) is skipped.
+    let any_forwarded = out
+        .origins
+        .iter()
+        .any(|((origin, _, _), v)| *origin == EGRESS_FORWARDED && *v > 0);
+    let keys = if any_forwarded {
+        percpu_sums(&maps.forwarded, ncpus)
+    } else {
+        Vec::new()
+    };
+    for (k, v) in keys {
+        let (Some(fam), Some(pos)) = (Family::from_raw(k.family), table.position(k.ifindex)) else {
             continue;
         };
-        *out.entry((iface.clone(), fam)).or_default() += v;
+        out.forwarded[pos][usize::from(fam == Family::Ipv6)] += v;
     }
+    let un = percpu_array_sums(&maps.forwarded_unattributed, 2, ncpus);
+    out.forwarded_unattributed = std::array::from_fn(|i| un.get(i).copied().unwrap_or(0));
     out
 }
 
@@ -125,33 +125,6 @@ pub fn family(snap: &Snapshot) -> FamilyBuilder<'_> {
                 .sum();
             f.add(&[label, fam.label()], v);
         }
-    }
-    f
-}
-
-/// `rstmon_forwarded_resets_total{interface, family}`: every monitored interface with
-/// TC egress (at 0 when nothing was counted); `interface="other"` when the per-interface
-/// map was full.
-pub fn forwarded_family(snap: &Snapshot) -> FamilyBuilder<'_> {
-    let mut f = FamilyBuilder::new(
-        FORWARDED_METRIC,
-        "TCP RSTs routed or bridged through this host (received on another interface, not made here), counted at egress of each monitored interface.",
-        Kind::Counter,
-        &["interface", "family"],
-    );
-    for (iface, _) in &snap.tc_interfaces {
-        for fam in Family::ALL {
-            let v = snap
-                .egress
-                .forwarded
-                .get(&(iface.clone(), *fam))
-                .copied()
-                .unwrap_or(0);
-            f.add(&[iface.as_str(), fam.label()], v);
-        }
-    }
-    for (fam, v) in &snap.egress.forwarded_unattributed {
-        f.add(&[OTHER, fam.label()], *v);
     }
     f
 }

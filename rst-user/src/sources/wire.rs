@@ -1,18 +1,11 @@
 //! RST segments seen on the wire, by XDP on ingress and by the TC program on egress:
 //! exact per (interface, direction, family, flags).
 
-use std::collections::BTreeMap;
-
-use rst_common::{
-    DIR_EGRESS, DIR_INGRESS, WIRE_SLOT_COUNTERS, WireEvent, WireKey, wire_slot_index,
-};
+use rst_common::{DIR_EGRESS, WIRE_SLOT_COUNTERS, WireEvent, wire_slot_index};
 
 use crate::{
     classify::Family,
-    export::{
-        family::{FamilyBuilder, Kind},
-        snapshot::{Snapshot, WireMaps},
-    },
+    export::{iftable::IfaceTable, snapshot::WireMaps},
     present::sample::{Presenter, Sample, addr, flags_str},
     sys::bpf::{percpu_array_sums, percpu_sums},
 };
@@ -33,70 +26,63 @@ pub fn direction_label(direction: u8) -> &'static str {
     DIRECTIONS[usize::from(direction == DIR_EGRESS)]
 }
 
-/// The `flags` label of a key.
-pub fn flags_label(key: &WireKey) -> &'static str {
-    FLAGS[usize::from(key.ack != 0)]
-}
+/// Counters of one interface, at their index within a slot (`wire_slot_index(0, …)`).
+pub const COUNTERS: usize = WIRE_SLOT_COUNTERS as usize;
 
-/// (interface, direction, family, flags) → exact count.
-pub type Counts = BTreeMap<(String, &'static str, Family, &'static str), u64>;
+pub const HELP: &str = "TCP RST segments seen on each monitored interface, by XDP on ingress and by TC on egress (exact, never sampled).";
 
-/// (direction, family, flags) → count of RSTs no interface could be told for.
-pub type Unattributed = BTreeMap<(&'static str, Family, &'static str), u64>;
+/// Exact counts of each interface of an [`IfaceTable`], aligned with its
+/// [`IfaceTable::ifaces`].
+pub type Counts = Vec<[u64; COUNTERS]>;
 
-/// The counters of one slot (or of the unattributed array), by (direction, family,
-/// flags).
-fn slot_counts(
-    values: &[u64],
-    slot: u32,
-) -> impl Iterator<Item = (&'static str, Family, &'static str, u64)> + '_ {
-    [DIR_INGRESS, DIR_EGRESS].into_iter().flat_map(move |dir| {
-        Family::ALL.iter().enumerate().flat_map(move |(v6, fam)| {
-            FLAGS.iter().enumerate().map(move |(ack, flags)| {
-                let i = wire_slot_index(slot, dir, v6 as u32, ack as u32) as usize;
-                (
-                    direction_label(dir),
-                    *fam,
-                    *flags,
-                    values.get(i).copied().unwrap_or(0),
-                )
-            })
-        })
-    })
-}
+/// Counts of RSTs no interface could be told for, by index within a slot.
+pub type Unattributed = [u64; COUNTERS];
 
-/// Reads the wire counters of the interfaces in `ifnames` (the ones monitored now): the
-/// slots in use, in one batched read, and the overflow keys of interfaces without one.
-/// Counters of an interface that is gone are left out.
-pub fn collect(maps: &WireMaps, ncpus: usize, ifnames: &BTreeMap<u32, String>) -> Counts {
-    let mut out = Counts::new();
-    let used = maps
-        .assigned
-        .values()
+/// Reads the wire counters of the interfaces of `table` (the ones monitored now): the
+/// slots in use, in one batched read, and the overflow keys of interfaces without a
+/// slot, which are the only ones that have keys there (an interface given a slot keeps
+/// it until it is gone, and its keys are removed then): when every monitored interface
+/// has a slot, the overflow map is not read at all. Counters of an interface that is
+/// gone are left out.
+pub fn collect(maps: &WireMaps, ncpus: usize, table: &IfaceTable) -> Counts {
+    let mut out = vec![[0u64; COUNTERS]; table.len()];
+    let used = table
+        .ifaces()
+        .iter()
+        .filter_map(|i| maps.assigned.get(&i.ifindex))
         .max()
         .map(|s| (s + 1) * WIRE_SLOT_COUNTERS);
     let values = used
         .map(|n| percpu_array_sums(&maps.slots, n, ncpus))
         .unwrap_or_default();
-    for (ifindex, slot) in &maps.assigned {
-        let Some(iface) = ifnames.get(ifindex) else {
+    let mut unslotted = false;
+    for (iface, counts) in table.ifaces().iter().zip(out.iter_mut()) {
+        let Some(slot) = maps.assigned.get(&iface.ifindex) else {
+            unslotted = true;
             continue;
         };
-        for (dir, fam, flags, v) in slot_counts(&values, *slot) {
-            *out.entry((iface.clone(), dir, fam, flags)).or_default() += v;
+        let start = *slot as usize * COUNTERS;
+        if let Some(v) = values.get(start..start + COUNTERS) {
+            counts.copy_from_slice(v);
         }
     }
-    for (k, v) in percpu_sums(&maps.overflow, ncpus) {
-        let (Some(fam), Some(iface)) = (Family::from_raw(k.family), ifnames.get(&k.ifindex)) else {
-            continue;
-        };
-        *out.entry((
-            iface.clone(),
-            direction_label(k.direction),
-            fam,
-            flags_label(&k),
-        ))
-        .or_default() += v;
+    if unslotted {
+        for (k, v) in percpu_sums(&maps.overflow, ncpus) {
+            let (Some(fam), Some(pos)) = (Family::from_raw(k.family), table.position(k.ifindex))
+            else {
+                continue;
+            };
+            if maps.assigned.contains_key(&k.ifindex) {
+                continue;
+            }
+            let i = wire_slot_index(
+                0,
+                k.direction,
+                u32::from(fam == Family::Ipv6),
+                u32::from(k.ack != 0),
+            ) as usize;
+            out[pos][i] += v;
+        }
     }
     out
 }
@@ -104,46 +90,7 @@ pub fn collect(maps: &WireMaps, ncpus: usize, ifnames: &BTreeMap<u32, String>) -
 /// Reads the unattributed counters (non-zero only when the overflow map filled up).
 pub fn collect_unattributed(maps: &WireMaps, ncpus: usize) -> Unattributed {
     let values = percpu_array_sums(&maps.unattributed, WIRE_SLOT_COUNTERS, ncpus);
-    slot_counts(&values, 0)
-        .filter(|(_, _, _, v)| *v > 0)
-        .map(|(d, f, fl, v)| ((d, f, fl), v))
-        .collect()
-}
-
-/// `rstmon_wire_resets_total`: every monitored interface's series (at 0 when nothing
-/// was counted), and only those; `interface="other"` for RSTs no interface could be
-/// told for, when there are any.
-pub fn family(snap: &Snapshot) -> FamilyBuilder<'_> {
-    let mut wire = FamilyBuilder::new(
-        METRIC,
-        "TCP RST segments seen on each monitored interface, by XDP on ingress and by TC on egress (exact, never sampled).",
-        Kind::Counter,
-        &["interface", "family", "flags", "direction"],
-    );
-    // Keyed in label-name order (direction, family, flags, interface), so the samples
-    // come out already sorted.
-    let mut values: BTreeMap<(&str, &str, &str, &str), u64> = BTreeMap::new();
-    for (iface, _) in &snap.interfaces {
-        for dir in DIRECTIONS {
-            for fam in Family::ALL {
-                for flags in FLAGS {
-                    values.insert((dir, fam.label(), flags, iface.as_str()), 0);
-                }
-            }
-        }
-    }
-    for ((iface, dir, fam, flags), v) in &snap.wire {
-        if let Some(slot) = values.get_mut(&(*dir, fam.label(), flags, iface.as_str())) {
-            *slot += *v;
-        }
-    }
-    for ((dir, fam, flags), v) in &snap.wire_unattributed {
-        *values.entry((*dir, fam.label(), flags, OTHER)).or_default() += *v;
-    }
-    for ((dir, fam, flags, iface), v) in values {
-        wire.add(&[iface, fam, flags, dir], v);
-    }
-    wire
+    std::array::from_fn(|i| values.get(i).copied().unwrap_or(0))
 }
 
 /// A wire sample as a `watch` line.

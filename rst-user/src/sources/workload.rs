@@ -18,7 +18,7 @@ use crate::{
     attribute::{Admission, Names},
     classify::{self, RecvCause, SendCause},
     export::family::{FamilyBuilder, Kind},
-    sys::bpf::percpu_sums,
+    sys::bpf::{percpu_array_sums, percpu_sums},
 };
 
 pub const METRIC: &str = "rstmon_workload_resets_total";
@@ -60,9 +60,10 @@ pub struct Histograms {
     pub age: [Histogram; 2],
 }
 
-/// Reads `HISTOGRAMS`, summing CPUs.
-pub fn collect_histograms(map: &PerCpuArray<MapData, u64>) -> Histograms {
-    let get = |i: u32| map.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0u64);
+/// Reads `HISTOGRAMS` (one batched read), summing CPUs.
+pub fn collect_histograms(map: &PerCpuArray<MapData, u64>, ncpus: usize) -> Histograms {
+    let values = percpu_array_sums(map, map.len(), ncpus);
+    let get = |i: u32| values.get(i as usize).copied().unwrap_or(0);
     let mut h = Histograms::default();
     for side in [SIDE_SENT, SIDE_RECEIVED] {
         for (kind, out) in [(HIST_IDLE, &mut h.idle), (HIST_AGE, &mut h.age)] {
