@@ -344,6 +344,7 @@ pub fn rstmon_receive_reset(ctx: RawTracePointContext) -> u32 {
         _pad: [0; 5],
     };
     count(&RECV_COUNTERS, &key);
+    crate::verdict::on_receive_reset(sk);
     let src = if af != 0 {
         Source::Sock { sk, af }
     } else {

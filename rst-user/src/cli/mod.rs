@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod check;
+pub mod reconcile;
 pub mod run;
 pub mod selftest;
 pub mod watch;
@@ -76,6 +77,11 @@ pub fn main() -> ExitCode {
             };
         }
         Cmd::Selftest => match selftest::run() {
+            Ok(true) => return ExitCode::SUCCESS,
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Cmd::Reconcile(a) => match runtime().and_then(|rt| rt.block_on(reconcile::run(a))) {
             Ok(true) => return ExitCode::SUCCESS,
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),

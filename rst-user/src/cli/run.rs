@@ -76,8 +76,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         shared.interfaces.clone(),
         Some(names),
     );
-    let drainer = tokio::spawn(drain::run(events, stop_rx.clone(), move |ev| {
+    let drainer = tokio::spawn(drain::run_with_passes(events, stop_rx.clone(), move |d| {
         let s = &drain_shared;
+        let ev = match d {
+            drain::Drained::Record(ev) => ev,
+            drain::Drained::Pass(at) => {
+                for v in encoder.drained(at) {
+                    drain_hub.publish(&v);
+                }
+                return;
+            }
+        };
         match &ev {
             Ok(Event::Wire(_)) => s.wire_received.fetch_add(1, Ordering::Relaxed),
             Ok(_) => s.trace_received.fetch_add(1, Ordering::Relaxed),
@@ -86,9 +95,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // Samples are presented only while someone watches.
         if drain_hub.has_clients()
             && let Ok(ev) = &ev
-            && let Some(v) = encoder.encode(ev)
         {
-            drain_hub.publish(&v);
+            for v in encoder.encode(ev) {
+                drain_hub.publish(&v);
+            }
         }
     }));
     let streamer =

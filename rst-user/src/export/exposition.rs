@@ -28,6 +28,8 @@ impl Snapshot {
             sources::wire::family(self),
             sources::egress::family(self),
             sources::egress::forwarded_family(self),
+            sources::verdict::verdict_family(self),
+            sources::verdict::suspect_family(self),
             sources::workload::family(&self.workloads),
             sources::workload::overflow_family(&self.workloads),
         ];

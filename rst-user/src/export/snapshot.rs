@@ -65,6 +65,8 @@ pub struct Snapshot {
     /// The same, classified and named (filled in by the exporter, which has the names).
     pub workloads: sources::workload::Counts,
     pub histograms: sources::workload::Histograms,
+    /// Verdicts and signals per interface (`ignored` derived).
+    pub verdicts: sources::verdict::Counts,
     pub version: String,
     /// Git revision of the build (`rstmon_build_info`).
     pub revision: String,
@@ -141,6 +143,8 @@ pub struct Counters {
     pub(crate) hook_fds: Vec<(String, OwnedFd)>,
     /// Whether a full counter map was logged already (it is logged once).
     pub(crate) full_logged: AtomicBool,
+    /// `VERDICT_COUNTERS`.
+    pub(crate) verdicts: sources::verdict::Maps,
 }
 
 impl Counters {
@@ -157,6 +161,14 @@ impl Counters {
             histograms: sources::workload::collect_histograms(&self.histograms),
             ..Default::default()
         };
+        // After the wire counts: an RST is counted there before its verdict is.
+        let mut ingress = BTreeMap::new();
+        for ((iface, dir, fam, _), v) in &snap.wire {
+            if *dir == sources::wire::DIRECTIONS[0] {
+                *ingress.entry((iface.clone(), *fam)).or_default() += v;
+            }
+        }
+        snap.verdicts = sources::verdict::collect(&self.verdicts, self.ncpus, ifnames, &ingress);
         for (k, v) in snap.egress.sent() {
             *snap.sent.entry(k).or_default() += v;
         }
@@ -244,6 +256,7 @@ impl Counters {
         for k in keys {
             let _ = self.egress.forwarded.remove(&k);
         }
+        self.verdicts.forget(ifindex);
     }
 
     /// Slots in use and in all.
