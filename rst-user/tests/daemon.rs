@@ -156,6 +156,40 @@ fn closed_port_resets_counted_exactly_both_directions() {
                     assert_delta(&after, &before, WIRE, &labels, want, &ctx);
                 }
             }
+            // Every RST|ACK arriving at A was taken by its connecting socket; none is
+            // suspect.
+            for (verdict, want) in [
+                ("accepted", wire_rst_ack),
+                ("challenged", 0),
+                ("ignored", 0),
+            ] {
+                let labels = [
+                    ("interface", p.a_if.as_str()),
+                    ("family", fam),
+                    ("verdict", verdict),
+                ];
+                assert_delta(
+                    &after,
+                    &before,
+                    "rstmon_wire_reset_verdicts_total",
+                    &labels,
+                    want,
+                    &ctx,
+                );
+            }
+            let suspects: i64 = after
+                .matching("rstmon_suspect_resets_total", &[])
+                .iter()
+                .map(|(s, v)| {
+                    let l: Vec<(&str, &str)> = s
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    *v as i64 - before.get("rstmon_suspect_resets_total", &l).unwrap_or(0.0) as i64
+                })
+                .sum();
+            assert_eq!(suspects, 0, "{ctx}: genuine resets flagged as suspect");
             let others: Vec<String> = after
                 .matching(WIRE, &[])
                 .iter()
