@@ -31,7 +31,7 @@ use rst_common::{
     SIGNAL_LRU_ENTRIES, SIGNAL_SEQ_SPRAY, SIGNAL_TTL, SPRAY_THRESHOLD, SPRAY_WINDOW_NS,
     SprayState, Stat, TCP_RST, TCP_SYN, TraceOffsets, VERDICT_ACCEPTED, VERDICT_CHALLENGED,
     VERDICT_COUNTER_ENTRIES, VerdictEvent, VerdictOffsets,
-    parse::{Rst, load},
+    parse::Rst,
     state,
 };
 
@@ -91,27 +91,79 @@ fn bump(ifindex: u32, family: u8, kind: u8, value: u8) {
     count(&VERDICT_COUNTERS, &key);
 }
 
-/// The RST's folded addresses and TTL, from the frame.
+/// The 32-bit word at `p` in one load. IP addresses sit at 2-byte alignment behind a
+/// 14-byte Ethernet header, so a plain (unaligned) read would become four byte loads on
+/// this target; the verifier allows unaligned packet loads where the CPU has them
+/// (x86-64, arm64).
+///
+/// # Safety
+/// `[p, p + 4)` must lie inside the frame, checked against its end by the caller.
 #[inline(always)]
-fn frame_fold(start: usize, end: usize, seg: &Rst) -> Option<(u32, u8)> {
-    if seg.family == FAMILY_IPV4 {
-        let ttl = load::<u8>(start, end, seg.l3 + 8)?;
-        let a = load::<[u32; 2]>(start, end, seg.l3 + 12)?;
-        Some((a[0] ^ a[1], ttl))
-    } else {
-        let ttl = load::<u8>(start, end, seg.l3 + 7)?;
-        let a = load::<[u32; 8]>(start, end, seg.l3 + 8)?;
-        Some((a[0] ^ a[1] ^ a[2] ^ a[3] ^ a[4] ^ a[5] ^ a[6] ^ a[7], ttl))
+unsafe fn word(p: usize) -> u32 {
+    let v: u64;
+    // SAFETY: the caller's range check; the instruction reads only those bytes.
+    unsafe {
+        core::arch::asm!("{v} = *(u32 *)({p} + 0)", v = out(reg) v, p = in(reg) p, options(nostack, readonly));
     }
+    v as u32
+}
+
+/// The segment's folded addresses ([`rst_common::addr_fold`]) and TTL, from the frame
+/// whose IP header is at `l3`: one range check, one load per word.
+#[inline(always)]
+fn frame_fold(start: usize, end: usize, l3: usize, family: u8) -> Option<(u32, u8)> {
+    if family == FAMILY_IPV4 {
+        // TTL at 8, the addresses at 12 and 16.
+        let p = start + l3 + 8;
+        if p + 12 > end {
+            return None;
+        }
+        // SAFETY: [p, p + 12) is inside the frame.
+        unsafe {
+            let ttl = core::ptr::read_volatile(p as *const u8);
+            Some((word(p + 4) ^ word(p + 8), ttl))
+        }
+    } else {
+        // Hop limit at 7, the addresses at 8..40.
+        let p = start + l3 + 7;
+        if p + 33 > end {
+            return None;
+        }
+        // SAFETY: [p, p + 33) is inside the frame.
+        unsafe {
+            let ttl = core::ptr::read_volatile(p as *const u8);
+            let mut f = 0;
+            for i in 0..8 {
+                f ^= word(p + 1 + 4 * i);
+            }
+            Some((f, ttl))
+        }
+    }
+}
+
+/// The segment's ports (source << 16 | destination) and sequence number, from the TCP
+/// header at `l4`.
+#[inline(always)]
+fn ports_seq(start: usize, end: usize, l4: usize) -> Option<(u32, u32)> {
+    let p = start + l4;
+    if p + 8 > end {
+        return None;
+    }
+    // SAFETY: [p, p + 8) is inside the frame.
+    unsafe { Some((u32::from_be(word(p)), u32::from_be(word(p + 4)))) }
 }
 
 // --- XDP side -------------------------------------------------------------------------
 
-/// Marks the RST `seg` of `[start, end)` (XDP, RST path only): one per-CPU lookup and
-/// five word stores into the next slot of the ring, which overwrites the oldest mark.
+/// Marks the RST of `[start, end)` with its IP header at `l3` and TCP header at `l4`
+/// (XDP, RST path only): one per-CPU lookup and five word stores into the next slot of
+/// the ring, which overwrites the oldest mark.
 #[inline(always)]
 pub(crate) fn mark(start: usize, end: usize, seg: &Rst, ifindex: u32) {
-    let Some((fold, ttl)) = frame_fold(start, end, seg) else {
+    let (Some((fold, ttl)), Some((ports, seq))) = (
+        frame_fold(start, end, seg.l3, seg.family),
+        ports_seq(start, end, seg.l4),
+    ) else {
         return;
     };
     let Some(ring) = MARK_RING.get_ptr_mut(0) else {
@@ -124,10 +176,9 @@ pub(crate) fn mark(start: usize, end: usize, seg: &Rst, ifindex: u32) {
     let Some(m) = ring.marks.get_mut(i as usize) else {
         return;
     };
-    let th = &seg.th;
     m.fold = fold;
-    m.ports = u32::from_be_bytes([th[0], th[1], th[2], th[3]]);
-    m.seq = u32::from_be_bytes([th[4], th[5], th[6], th[7]]);
+    m.ports = ports;
+    m.seq = seq;
     m.ifindex = ifindex;
     // ttl, family, sampled = 0, live = 1 in one store.
     let meta = u32::from_le_bytes([ttl, seg.family, 0, 1]);
@@ -147,18 +198,22 @@ pub(crate) fn mark_sampled() {
     }
 }
 
-/// Learns the peer's TTL/hop limit from a SYN or SYN-ACK (XDP, handshake packets only).
-/// Not inlined: the per-packet body of the XDP program stays as it was.
+/// Learns the peer's TTL/hop limit from a SYN or SYN-ACK (XDP, handshake packets only):
+/// the IP header at `l3`, the TCP header at `l4`. Not
+/// inlined, its arguments in registers: the per-packet body of the XDP program stays as
+/// it was.
 #[inline(never)]
-pub(crate) fn learn_ttl(start: usize, end: usize, seg: &Rst) {
-    let Some((fold, ttl)) = frame_fold(start, end, seg) else {
+pub(crate) fn learn_ttl(start: usize, end: usize, l3: usize, l4: usize, family: u8) {
+    let (Some((fold, ttl)), Some((ports, _))) = (
+        frame_fold(start, end, l3, family),
+        ports_seq(start, end, l4),
+    ) else {
         return;
     };
-    let th = &seg.th;
     let conn = ConnKey {
         fold,
-        ports: u32::from_be_bytes([th[0], th[1], th[2], th[3]]),
-        family: seg.family,
+        ports,
+        family,
         _pad0: 0,
         _pad1: 0,
     };

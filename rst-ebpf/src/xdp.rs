@@ -22,7 +22,7 @@ pub fn rstmon_xdp(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     if rst.flags & TCP_RST == 0 {
-        crate::verdict::learn_ttl(start, end, &rst);
+        crate::verdict::learn_ttl(start, end, rst.l3, rst.l4, rst.family);
         return xdp_action::XDP_PASS;
     }
     let ifindex = ctx.ingress_ifindex() as u32;
