@@ -26,13 +26,11 @@ use aya_ebpf::{
 };
 use core::ptr::read_volatile;
 use rst_common::{
-    ALIVE_WINDOW_NS, AF_INET6, Accepted, ConnKey, CounterKey, EVENT_VERDICT, FAMILY_IPV4,
+    AF_INET6, ALIVE_WINDOW_NS, Accepted, ConnKey, CounterKey, EVENT_VERDICT, FAMILY_IPV4,
     FAMILY_IPV6, KIND_SIGNAL, KIND_VERDICT, MARKS, Mark, MarkRing, SIGNAL_ALIVE_AFTER_RESET,
-    SIGNAL_LRU_ENTRIES, SIGNAL_SEQ_SPRAY, SIGNAL_TTL, SPRAY_THRESHOLD, SPRAY_WINDOW_NS,
-    SprayState, Stat, TCP_RST, TCP_SYN, TraceOffsets, VERDICT_ACCEPTED, VERDICT_CHALLENGED,
-    VERDICT_COUNTER_ENTRIES, VerdictEvent, VerdictOffsets,
-    parse::Rst,
-    state,
+    SIGNAL_LRU_ENTRIES, SIGNAL_SEQ_SPRAY, SIGNAL_TTL, SPRAY_THRESHOLD, SPRAY_WINDOW_NS, SprayState,
+    Stat, TCP_RST, TCP_SYN, TraceOffsets, VERDICT_ACCEPTED, VERDICT_CHALLENGED,
+    VERDICT_COUNTER_ENTRIES, VerdictEvent, VerdictOffsets, parse::Rst, state,
 };
 
 use crate::{
@@ -192,7 +190,10 @@ pub(crate) fn mark_sampled() {
     if let Some(ring) = MARK_RING.get_ptr_mut(0) {
         // SAFETY: as in `mark`.
         let ring = unsafe { &mut *ring };
-        if let Some(m) = ring.marks.get_mut((ring.next.wrapping_sub(1) & MASK) as usize) {
+        if let Some(m) = ring
+            .marks
+            .get_mut((ring.next.wrapping_sub(1) & MASK) as usize)
+        {
             m.sampled = 1;
         }
     }

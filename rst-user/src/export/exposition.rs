@@ -223,6 +223,15 @@ mod tests {
             .origins
             .insert((rst_common::EGRESS_FIREWALL, Family::Ipv6, false), 2);
         s.egress.forwarded.insert(("veth0".into(), Family::Ipv4), 1);
+        // The 3 ingress RSTs: 2 taken by a socket (one with a foreign TTL), 1 ignored.
+        for (kind, value, n) in [
+            (rst_common::KIND_VERDICT, rst_common::VERDICT_ACCEPTED, 2),
+            (rst_common::KIND_VERDICT, rst_common::VERDICT_IGNORED, 1),
+            (rst_common::KIND_SIGNAL, rst_common::SIGNAL_TTL, 1),
+        ] {
+            s.verdicts
+                .insert(("veth0".into(), Family::Ipv4, kind, value), n);
+        }
         s.kernel.set(Stat::WireSampled, 3);
         s.user.wire_received = 3;
         s.workloads

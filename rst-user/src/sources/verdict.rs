@@ -104,7 +104,9 @@ pub fn collect(
     let mut by_index: BTreeMap<(u32, Family, u8, u8), u64> = BTreeMap::new();
     for (k, v) in percpu_sums(&maps.counters, ncpus) {
         if let Some(fam) = Family::from_raw(k.family) {
-            *by_index.entry((k.ifindex, fam, k.kind, k.value)).or_default() += v;
+            *by_index
+                .entry((k.ifindex, fam, k.kind, k.value))
+                .or_default() += v;
         }
     }
     let mut out = Counts::new();
@@ -120,9 +122,12 @@ pub fn collect(
             let (accepted, challenged) = (get(VERDICT_ACCEPTED), get(VERDICT_CHALLENGED));
             let wire = ingress.get(&(name.clone(), *fam)).copied().unwrap_or(0);
             let f = floor.entry((*ifindex, *fam)).or_default();
-            *f = (*f).max(wire.saturating_sub(accepted + challenged));
-            out.insert((name.clone(), *fam, KIND_VERDICT, VERDICT_IGNORED), *f);
-            out.insert((name.clone(), *fam, KIND_VERDICT, VERDICT_ACCEPTED), accepted);
+            let n = ignored(wire, accepted, challenged, f);
+            out.insert((name.clone(), *fam, KIND_VERDICT, VERDICT_IGNORED), n);
+            out.insert(
+                (name.clone(), *fam, KIND_VERDICT, VERDICT_ACCEPTED),
+                accepted,
+            );
             out.insert(
                 (name.clone(), *fam, KIND_VERDICT, VERDICT_CHALLENGED),
                 challenged,
@@ -137,6 +142,15 @@ pub fn collect(
         }
     }
     out
+}
+
+/// `ignored` of one interface and family: its ingress RSTs less those accepted or
+/// challenged, never below what was exported before (`floor`, raised to it): an RST
+/// whose verdict is made between the reads of the wire and the verdict counters counts
+/// `ignored` for one scrape, and a counter must not go back.
+pub fn ignored(wire: u64, accepted: u64, challenged: u64, floor: &mut u64) -> u64 {
+    *floor = (*floor).max(wire.saturating_sub(accepted.saturating_add(challenged)));
+    *floor
 }
 
 /// Sum over interfaces and families of one verdict or signal.
@@ -219,5 +233,19 @@ mod tests {
             vec!["ttl", "seq_spray"]
         );
         assert!(signal_labels(0).is_empty());
+    }
+
+    #[test]
+    fn ignored_is_the_rest_and_never_goes_back() {
+        let mut floor = 0;
+        assert_eq!(ignored(10, 6, 3, &mut floor), 1);
+        // Read while an RST was on the wire count but not yet accepted: 2 for now...
+        assert_eq!(ignored(11, 6, 3, &mut floor), 2);
+        // ...and not back to 1 once it is.
+        assert_eq!(ignored(11, 7, 3, &mut floor), 2);
+        assert_eq!(ignored(13, 7, 3, &mut floor), 3);
+        // More verdicts than wire counts (a verdict read after a wire count): never below 0.
+        let mut floor = 0;
+        assert_eq!(ignored(1, 2, 0, &mut floor), 0);
     }
 }
