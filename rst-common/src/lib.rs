@@ -13,6 +13,7 @@ pub mod maps;
 pub mod offsets;
 pub mod stats;
 pub mod tcp;
+pub mod verdict;
 
 pub use events::*;
 pub use keys::*;
@@ -20,6 +21,7 @@ pub use maps::*;
 pub use offsets::*;
 pub use stats::{STAT_COUNT, Stat};
 pub use tcp::*;
+pub use verdict::*;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -46,4 +48,8 @@ mod pod {
     unsafe impl aya::Pod for ListenInfo {}
     // SAFETY: repr(C), only u16 fields, no padding.
     unsafe impl aya::Pod for TraceOffsets {}
+    // SAFETY: repr(C), only integer fields, explicit padding.
+    unsafe impl aya::Pod for CounterKey {}
+    // SAFETY: repr(C), only integer fields, explicit padding.
+    unsafe impl aya::Pod for VerdictOffsets {}
 }

@@ -83,25 +83,41 @@ fn be16(start: usize, end: usize, off: usize) -> Option<u16> {
 /// Every check returns `None`, so their order does not change the result.
 #[inline(always)]
 pub fn parse_rst(start: usize, end: usize) -> Option<Rst> {
+    parse_tcp(start, end, TCP_RST)
+}
+
+/// [`parse_rst`] for segments with any of the TCP flags in `mask` set (RST or SYN for
+/// the XDP program, which learns the peer's TTL from handshakes): the same walk and the
+/// same one test on the non-matching path, with another constant. [`Rst::flags`] says
+/// which flags the segment has.
+#[inline(always)]
+pub fn parse_tcp(start: usize, end: usize, mask: u8) -> Option<Rst> {
     // The VLAN walk, unrolled: each depth gets its own copy of the IP parser, with the
     // IP header at a constant offset.
     const _: () = assert!(MAX_VLAN == 2, "parse_rst unrolls exactly MAX_VLAN tags");
     let is_vlan = |p: u16| p == ETH_P_8021Q || p == ETH_P_8021AD;
     let proto = be16(start, end, 12)?;
     if !is_vlan(proto) {
-        return parse_ip(start, end, proto, ETH_HLEN, 0);
+        return parse_ip(start, end, proto, ETH_HLEN, 0, mask);
     }
     let proto = be16(start, end, ETH_HLEN + 2)?;
     if !is_vlan(proto) {
-        return parse_ip(start, end, proto, ETH_HLEN + 4, 1);
+        return parse_ip(start, end, proto, ETH_HLEN + 4, 1, mask);
     }
     let proto = be16(start, end, ETH_HLEN + 6)?;
-    parse_ip(start, end, proto, ETH_HLEN + 8, 2)
+    parse_ip(start, end, proto, ETH_HLEN + 8, 2, mask)
 }
 
 /// [`parse_rst`] from the EtherType `proto` of the header at `l3`.
 #[inline(always)]
-fn parse_ip(start: usize, end: usize, proto: u16, l3: usize, vlan_depth: u8) -> Option<Rst> {
+fn parse_ip(
+    start: usize,
+    end: usize,
+    proto: u16,
+    l3: usize,
+    vlan_depth: u8,
+    mask: u8,
+) -> Option<Rst> {
     if proto == ETH_P_IP {
         let [vihl, _tos]: [u8; 2] = load(start, end, l3)?;
         let [_ttl, protocol]: [u8; 2] = load(start, end, l3 + 8)?;
@@ -113,7 +129,7 @@ fn parse_ip(start: usize, end: usize, proto: u16, l3: usize, vlan_depth: u8) -> 
             return None;
         }
         let l4 = l3 + ihl;
-        let flags = rst_flags(start, end, l4)?;
+        let flags = tcp_flags(start, end, l4, mask)?;
         // A non-first fragment carries no TCP header.
         if be16(start, end, l3 + 6)? & 0x1fff != 0 {
             return None;
@@ -172,7 +188,7 @@ fn parse_ip(start: usize, end: usize, proto: u16, l3: usize, vlan_depth: u8) -> 
         return None;
     }
     let l4 = off;
-    let flags = rst_flags(start, end, l4)?;
+    let flags = tcp_flags(start, end, l4, mask)?;
     let plen = be16(start, end, l3 + 4)? as usize;
     let ext = l4 - (l3 + 40);
     if plen < ext {
@@ -190,16 +206,12 @@ fn parse_ip(start: usize, end: usize, proto: u16, l3: usize, vlan_depth: u8) -> 
     )
 }
 
-/// The TCP flags at `l4` if RST is set: where the non-RST path ends, after one load
-/// from the TCP header.
+/// The TCP flags at `l4` if any of `mask` is set: where the non-RST path ends, after
+/// one load from the TCP header.
 #[inline(always)]
-fn rst_flags(start: usize, end: usize, l4: usize) -> Option<u8> {
+fn tcp_flags(start: usize, end: usize, l4: usize, mask: u8) -> Option<u8> {
     let [_, flags]: [u8; 2] = load(start, end, l4 + 12)?;
-    if flags & TCP_RST == 0 {
-        None
-    } else {
-        Some(flags)
-    }
+    if flags & mask == 0 { None } else { Some(flags) }
 }
 
 /// The end of [`parse_rst`] for an RST: the fixed TCP header and its length checks.

@@ -25,6 +25,9 @@ pub enum Stat {
     /// Send/receive samples not taken because the trace sampler's rate limit was reached
     /// (the counters still counted).
     TraceRateLimited = 8,
+    /// Verdict records submitted to the ring buffer (one per accepted RST, and one per
+    /// other verdict of a sampled RST): what joins a wire sample to its fate.
+    VerdictSampled = 9,
 }
 
 /// Number of [`Stat`] slots: the size of the STATS map.
@@ -32,7 +35,7 @@ pub const STAT_COUNT: u32 = Stat::ALL.len() as u32;
 
 impl Stat {
     /// Every stat, in slot order.
-    pub const ALL: [Stat; 9] = [
+    pub const ALL: [Stat; 10] = [
         Stat::WireRingFull,
         Stat::WireRateLimited,
         Stat::TraceRingFull,
@@ -42,6 +45,7 @@ impl Stat {
         Stat::ReadErrors,
         Stat::WorkloadMapFull,
         Stat::TraceRateLimited,
+        Stat::VerdictSampled,
     ];
 
     /// Slot in the STATS map.
@@ -64,6 +68,7 @@ impl Stat {
             Stat::ReadErrors => (ERRORS, &[("kind", "kernel_read")]),
             Stat::WorkloadMapFull => (ERRORS, &[("kind", "workload_map_full")]),
             Stat::TraceRateLimited => (DROPPED, &[("source", "trace"), ("reason", "rate_limited")]),
+            Stat::VerdictSampled => (SUBMITTED, &[("source", "verdict")]),
         }
     }
 }

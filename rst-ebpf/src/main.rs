@@ -14,6 +14,9 @@
 //!   `rstmon_send_reset` also announces each reset in `PENDING_RESETS`, for `rstmon_tc`.
 //! * `rstmon_sock_set_state`, a raw tracepoint on `inet_sock_set_state`: records the
 //!   connect() and listen() callers and each connection's start.
+//! * `rstmon_kfree_skb`, a raw tracepoint on `skb:kfree_skb`, with `rstmon_xdp` and
+//!   `rstmon_receive_reset`: the verdict of each ingress RST and the forged-reset
+//!   signals (`verdict.rs`).
 //! * `rstmon_xdp_noop`, `rstmon_tc_noop`: the benchmark baselines.
 #![no_std]
 #![no_main]
@@ -24,6 +27,7 @@ mod sock;
 mod tc;
 mod trace;
 mod util;
+mod verdict;
 mod wire;
 mod xdp;
 

@@ -210,7 +210,7 @@ fn announced(start: usize, end: usize, rst: &Rst) -> bool {
             // CPU adds to this entry between the take and the delete is lost (its RST
             // then counts as unannounced): two RSTs of the same addresses and ports in
             // flight at once on two CPUs.
-            let _ = PENDING_RESETS.remove(&key);
+            let _ = PENDING_RESETS.remove(key);
         }
     }
     true

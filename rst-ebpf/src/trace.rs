@@ -403,6 +403,7 @@ pub fn rstmon_receive_reset(ctx: RawTracePointContext) -> u32 {
         _pad: [0; 5],
     };
     count(&RECV_COUNTERS, &key);
+    crate::verdict::on_receive_reset(sk);
     let src = if af != 0 {
         Source::sock(sk, af)
     } else {

@@ -1,10 +1,11 @@
-//! `rstmon_xdp`: counts every ingress TCP RST exactly and samples it; `rstmon_xdp_noop`,
+//! `rstmon_xdp`: counts every ingress TCP RST exactly, marks it for its verdict
+//! (`verdict.rs`) and samples it, and learns the peer's TTL from SYNs; `rstmon_xdp_noop`,
 //! the benchmark baseline.
 
 use core::ptr::read_volatile;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use rst_common::{DIR_INGRESS, FAMILY_IPV6, Stat, TCP_ACK, parse::parse_rst};
+use rst_common::{DIR_INGRESS, FAMILY_IPV6, Stat, TCP_ACK, TCP_RST, TCP_SYN, parse::parse_tcp};
 
 use crate::{
     WINDOW_WIRE, WIRE_SAMPLES_PER_SEC,
@@ -16,10 +17,16 @@ use crate::{
 pub fn rstmon_xdp(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     let end = ctx.data_end();
-    let Some(rst) = parse_rst(start, end) else {
+    // RSTs, and SYNs for the peer's TTL: the non-matching path is the same one test.
+    let Some(rst) = parse_tcp(start, end, TCP_RST | TCP_SYN) else {
         return xdp_action::XDP_PASS;
     };
+    if rst.flags & TCP_RST == 0 {
+        crate::verdict::learn_ttl(start, end, rst.l3, rst.l4, rst.family);
+        return xdp_action::XDP_PASS;
+    }
     let ifindex = ctx.ingress_ifindex() as u32;
+    crate::verdict::mark(start, end, &rst, ifindex);
     count_wire(
         ifindex,
         DIR_INGRESS,
@@ -37,6 +44,7 @@ pub fn rstmon_xdp(ctx: XdpContext) -> u32 {
         stat_add(Stat::WireRateLimited);
         return xdp_action::XDP_PASS;
     }
+    crate::verdict::mark_sampled();
     wire_sample(start, end, ifindex, DIR_INGRESS, 0);
     xdp_action::XDP_PASS
 }

@@ -15,6 +15,7 @@ use tokio::{
 };
 
 use crate::{
+    present::join::monotonic_ns,
     sources::{self, DecodeError, Event},
     sys::timerfd::Ticker,
 };
@@ -27,25 +28,25 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(200);
 /// just because its writer could not run while the burst was read.
 const BATCH: usize = 1024;
 
-fn drain_all(rb: &mut RingBuf<MapData>, f: &mut impl FnMut(Result<Event, DecodeError>)) {
+fn drain_all(rb: &mut RingBuf<MapData>, f: &mut impl FnMut(Drained)) {
     while let Some(item) = rb.next() {
-        f(sources::decode(&item));
+        f(Drained::Record(sources::decode(&item)));
     }
 }
 
 /// Drains at most [`BATCH`] records; whether more may be waiting.
-fn drain_batch(rb: &mut RingBuf<MapData>, f: &mut impl FnMut(Result<Event, DecodeError>)) -> bool {
+fn drain_batch(rb: &mut RingBuf<MapData>, f: &mut impl FnMut(Drained)) -> bool {
     for _ in 0..BATCH {
         let Some(item) = rb.next() else {
             return false;
         };
-        f(sources::decode(&item));
+        f(Drained::Record(sources::decode(&item)));
     }
     true
 }
 
 /// Drains everything, [`BATCH`] records at a time, letting other tasks run in between.
-async fn drain_yielding(rb: &mut RingBuf<MapData>, f: &mut impl FnMut(Result<Event, DecodeError>)) {
+async fn drain_yielding(rb: &mut RingBuf<MapData>, f: &mut impl FnMut(Drained)) {
     while drain_batch(rb, f) {
         tokio::task::yield_now().await;
     }
@@ -64,8 +65,31 @@ fn release_startup_memory() {
 /// Runs until `stop` turns true, calling `f` for every record; drains once more at the end.
 pub async fn run(
     rb: RingBuf<MapData>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     mut f: impl FnMut(Result<Event, DecodeError>),
+) -> io::Result<()> {
+    run_with_passes(rb, stop, move |d| {
+        if let Drained::Record(r) = d {
+            f(r)
+        }
+    })
+    .await
+}
+
+/// What [`run_with_passes`] hands over.
+pub enum Drained {
+    Record(Result<Event, DecodeError>),
+    /// A drain of the ring buffer that began at this CLOCK_MONOTONIC time (ns) ended:
+    /// every record committed before it was handed over.
+    Pass(u64),
+}
+
+/// [`run`], also telling each completed drain of the ring buffer (for the verdict
+/// join, which knows from it that a verdict record can no longer come).
+pub async fn run_with_passes(
+    rb: RingBuf<MapData>,
+    mut stop: watch::Receiver<bool>,
+    mut f: impl FnMut(Drained),
 ) -> io::Result<()> {
     release_startup_memory();
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as
@@ -88,10 +112,14 @@ pub async fn run(
                 let mut guard = guard?;
                 guard.get_inner().ack();
                 guard.clear_ready();
+                let at = monotonic_ns();
                 drain_yielding(fd.get_mut(), &mut f).await;
+                f(Drained::Pass(at));
             }
             _ = stop.changed() => {
+                let at = monotonic_ns();
                 drain_all(fd.get_mut(), &mut f);
+                f(Drained::Pass(at));
                 return Ok(());
             }
         }

@@ -156,6 +156,40 @@ fn closed_port_resets_counted_exactly_both_directions() {
                     assert_delta(&after, &before, WIRE, &labels, want, &ctx);
                 }
             }
+            // Every RST|ACK arriving at A was taken by its connecting socket; none is
+            // suspect.
+            for (verdict, want) in [
+                ("accepted", wire_rst_ack),
+                ("challenged", 0),
+                ("ignored", 0),
+            ] {
+                let labels = [
+                    ("interface", p.a_if.as_str()),
+                    ("family", fam),
+                    ("verdict", verdict),
+                ];
+                assert_delta(
+                    &after,
+                    &before,
+                    "rstmon_wire_reset_verdicts_total",
+                    &labels,
+                    want,
+                    &ctx,
+                );
+            }
+            let suspects: i64 = after
+                .matching("rstmon_suspect_resets_total", &[])
+                .iter()
+                .map(|(s, v)| {
+                    let l: Vec<(&str, &str)> = s
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    *v as i64 - before.get("rstmon_suspect_resets_total", &l).unwrap_or(0.0) as i64
+                })
+                .sum();
+            assert_eq!(suspects, 0, "{ctx}: genuine resets flagged as suspect");
             let others: Vec<String> = after
                 .matching(WIRE, &[])
                 .iter()
@@ -545,4 +579,31 @@ fn trace_samples_are_rate_limited_and_counters_stay_exact() {
     );
     assert!(limited > 0, "{ctx}: nothing was rate-limited");
     d.stop();
+}
+
+/// `skb:kfree_skb` is attached by default where the kernel's drops carry a reason, and
+/// `--no-drop-tracing` leaves it unattached (the other hooks stay).
+#[test]
+fn no_drop_tracing_leaves_kfree_skb_unattached() {
+    const HOOK: &str = "rstmon_hook_attached";
+    let p = pair();
+    let layout = rst_user::kernel::probe().unwrap_or_else(|e| panic!("probing the kernel: {e}"));
+    let reasons = rst_user::kernel::verdict::tells_challenged(&layout.verdict);
+    for (args, want) in [(&[][..], reasons), (&["--no-drop-tracing"][..], false)] {
+        let d = rst_testkit::daemon::Rstmon::new(BIN)
+            .listen(LISTEN)
+            .iface(&p.a_if)
+            .args(args.iter().copied())
+            .try_start(&p.a)
+            .unwrap_or_else(|e| panic!("starting rstmon {args:?}: {e}"));
+        let m = d.scrape();
+        let kfree = m.get(HOOK, &[("hook", "skb:kfree_skb")]) == Some(1.0);
+        assert_eq!(kfree, want, "rstmon {args:?}: skb:kfree_skb attached");
+        assert_eq!(
+            m.get(HOOK, &[("hook", "tcp:tcp_receive_reset")]),
+            Some(1.0),
+            "rstmon {args:?}: tcp_receive_reset"
+        );
+        d.stop();
+    }
 }

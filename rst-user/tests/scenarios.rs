@@ -105,6 +105,25 @@ fn scenario(id: &str, v6: bool) {
         pair.a_if
     );
 
+    // The verdict of that RST: a socket took it; and no genuine reset is suspect.
+    let verdict = |v: &str| {
+        after.delta(
+            &before,
+            "rstmon_wire_reset_verdicts_total",
+            &[
+                ("interface", pair.a_if.as_str()),
+                ("family", fam),
+                ("verdict", v),
+            ],
+        )
+    };
+    assert_eq!(verdict("accepted"), 1, "{ctx}: verdict accepted");
+    for v in ["challenged", "ignored"] {
+        assert_eq!(verdict(v), 0, "{ctx}: verdict {v}");
+    }
+    let suspects = sum(&after, &before, "rstmon_suspect_resets_total", &[]);
+    assert_eq!(suspects, 0, "{ctx}: genuine resets flagged as suspect");
+
     // The kernel's own counters agree where they cover the case.
     let b = |k: &str| nstat_delta(&ns_b1, &ns_b0, k);
     let a = |k: &str| nstat_delta(&ns_a1, &ns_a0, k);

@@ -154,6 +154,13 @@ fn watch_json_lines_parse_and_carry_the_cause() {
         assert_eq!(wire["dport"], flow.receiver.port());
         assert_eq!(wire["window"], 0);
         assert_eq!(wire["seq"], 0);
+        // Joined in the kernel: the connecting socket took it; nothing suspect.
+        assert_eq!(wire["verdict"], "accepted");
+        assert_eq!(wire["suspect"], serde_json::json!([]));
+        assert_eq!(received["verdict"], "accepted");
+        assert_eq!(received["suspect"], serde_json::json!([]));
+        assert_eq!(received["wire"]["seq"], 0);
+        assert_eq!(received["wire"]["interface"], pair.a_if.as_str());
         assert_eq!(wire["wire_direction"], "ingress");
         assert_eq!(wire["cause"], Value::Null, "a wire sample has no cause");
         for s in [sent, received, wire] {

@@ -56,6 +56,9 @@ pub struct Config {
     /// Attach `inet_sock_set_state` to record the connect() and listen() callers and
     /// each connection's start (the process and age of later resets).
     pub track_connections: bool,
+    /// Attach `skb:kfree_skb` to tell challenged RSTs and `alive_after_reset` (it runs
+    /// for every packet the host drops).
+    pub trace_drops: bool,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             wire_slots: WIRE_SLOTS_DEFAULT,
             send_reset_no_socket_traced: true,
             track_connections: true,
+            trace_drops: true,
         }
     }
 }
@@ -205,6 +209,7 @@ impl Monitor {
                 &u8::from(cfg.send_reset_no_socket_traced && send_reset_no_socket_traced),
                 true,
             )
+            .override_global(rst_common::GLOBAL_VERDICT_OFFSETS, &layout.verdict, true)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Load)?;
         // Before the programs load: they refer to the log map it takes over.
@@ -233,6 +238,16 @@ impl Monitor {
                 "sock:inet_sock_set_state not usable on this kernel: resets name no connect()/listen() process and no connection age"
             );
         }
+        // kfree_skb without a drop reason (before 5.17) tells no verdict: not attached.
+        if !cfg.trace_drops {
+            // --no-drop-tracing: said in its help and docs/classification.md.
+        } else if kernel::verdict::tells_challenged(&layout.verdict) {
+            tracing.push((rst_common::PROG_KFREE_SKB, kernel::verdict::KFREE_SKB_TP));
+        } else {
+            warn!(
+                "skb:kfree_skb has no drop reason on this kernel (before 5.17): challenged RSTs count as ignored, alive_after_reset is never raised"
+            );
+        }
         for (name, tp) in tracing {
             let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
             prog.load()
@@ -244,6 +259,8 @@ impl Monitor {
             // The label keeps the classic tracepoint's name (dashboards use it).
             let label = if tp == SET_STATE_TP {
                 format!("sock:{tp}")
+            } else if tp == kernel::verdict::KFREE_SKB_TP {
+                format!("skb:{tp}")
             } else {
                 format!("tcp:{tp}")
             };
@@ -288,6 +305,10 @@ impl Monitor {
             ncpus: possible_cpus() as usize,
             hook_fds,
             full_logged: Default::default(),
+            verdicts: crate::sources::verdict::Maps::new(take(
+                &mut ebpf,
+                rst_common::MAP_VERDICT_COUNTERS,
+            )?),
         };
         let events = take(&mut ebpf, MAP_EVENTS)?;
         Ok(Self {

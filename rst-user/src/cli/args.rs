@@ -70,6 +70,9 @@ pub enum Cmd {
     /// Reproduce S1–S7 over IPv4 and IPv6 in throwaway namespaces and compare the
     /// cause rstmon names on each side with the expected one; non-zero exit on a mismatch.
     Selftest,
+    /// Compare the kernel's own reset counters (MIB) of this network namespace with
+    /// rstmon's counts over N seconds; non-zero exit on an unexplained difference.
+    Reconcile(ReconcileArgs),
 }
 
 #[derive(Args)]
@@ -100,6 +103,12 @@ pub struct Common {
     /// made in a system call and everything else stay).
     #[arg(long)]
     pub no_connection_tracking: bool,
+    /// Do not attach skb:kfree_skb, which runs for every packet the host drops: RSTs a
+    /// socket answered with a challenge ACK then count as `ignored`, and
+    /// `alive_after_reset` is never raised (accepted, ignored, `ttl` and `seq_spray`
+    /// stay). For hosts that drop packets at high rates.
+    #[arg(long)]
+    pub no_drop_tracing: bool,
 }
 
 #[derive(Args)]
@@ -219,4 +228,13 @@ fn parse_path(s: &str) -> Result<String, String> {
 /// A socket path; empty is allowed (it turns the stream off), unlike clap's `PathBuf`.
 fn socket_path(s: &str) -> Result<PathBuf, std::convert::Infallible> {
     Ok(PathBuf::from(s))
+}
+
+#[derive(Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Length of the window, in seconds (Ctrl-C ends it early).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub seconds: u64,
 }

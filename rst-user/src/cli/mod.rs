@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod check;
+pub mod reconcile;
 pub mod run;
 pub mod selftest;
 pub mod watch;
@@ -80,6 +81,11 @@ pub fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Cmd::Reconcile(a) => match runtime().and_then(|rt| rt.block_on(reconcile::run(a))) {
+            Ok(true) => return ExitCode::SUCCESS,
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Cmd::Run(a) => runtime().and_then(|rt| rt.block_on(run::run(a))),
         Cmd::Watch(a) => runtime().and_then(|rt| rt.block_on(watch::run(a))),
     };
@@ -117,6 +123,7 @@ pub(crate) fn config(c: &Common) -> Config {
         kernel_log: kernel_log_enabled(),
         wire_slots: c.wire_slots,
         track_connections: !c.no_connection_tracking,
+        trace_drops: !c.no_drop_tracing,
         ..Config::default()
     }
 }

@@ -59,6 +59,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         kernel_release: kernel::release(),
         wire_received: Default::default(),
         trace_received: Default::default(),
+        verdict_received: Default::default(),
         decode_errors: Default::default(),
         http: Default::default(),
         telemetry_path: args.telemetry_path.clone(),
@@ -77,19 +78,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         shared.interfaces.clone(),
         Some(names),
     );
-    let drainer = tokio::spawn(drain::run(events, stop_rx.clone(), move |ev| {
+    let drainer = tokio::spawn(drain::run_with_passes(events, stop_rx.clone(), move |d| {
         let s = &drain_shared;
+        let ev = match d {
+            drain::Drained::Record(ev) => ev,
+            drain::Drained::Pass(at) => {
+                for v in encoder.drained(at) {
+                    drain_hub.publish(&v);
+                }
+                return;
+            }
+        };
         match &ev {
             Ok(Event::Wire(_)) => s.wire_received.fetch_add(1, Ordering::Relaxed),
+            Ok(Event::Verdict(_)) => s.verdict_received.fetch_add(1, Ordering::Relaxed),
             Ok(_) => s.trace_received.fetch_add(1, Ordering::Relaxed),
             Err(_) => s.decode_errors.fetch_add(1, Ordering::Relaxed),
         };
         // Samples are presented only while someone watches.
         if drain_hub.has_clients()
             && let Ok(ev) = &ev
-            && let Some(v) = encoder.encode(ev)
         {
-            drain_hub.publish(&v);
+            for v in encoder.encode(ev) {
+                drain_hub.publish(&v);
+            }
         }
     }));
     let streamer =

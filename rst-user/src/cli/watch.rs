@@ -73,10 +73,15 @@ async fn standalone(args: WatchArgs, filter: Filter) -> anyhow::Result<()> {
         filter,
     ));
     let offer = printer.clone();
-    let drainer = tokio::spawn(drain::run(events, stop_rx.clone(), move |ev| match ev {
-        Ok(ev) => offer.offer(ev),
-        Err(e) => warn!("undecodable sample: {e}"),
-    }));
+    let drainer = tokio::spawn(drain::run_with_passes(
+        events,
+        stop_rx.clone(),
+        move |d| match d {
+            drain::Drained::Record(Ok(ev)) => offer.offer(ev),
+            drain::Drained::Record(Err(e)) => warn!("undecodable sample: {e}"),
+            drain::Drained::Pass(at) => offer.drained(at),
+        },
+    ));
     if let Some(logger) = logger {
         tokio::spawn(drain::forward_kernel_log(logger, stop_rx.clone()));
     }

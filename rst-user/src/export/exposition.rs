@@ -27,6 +27,8 @@ impl Snapshot {
             sources::sent::family(self),
             sources::received::family(self),
             sources::egress::family(self),
+            sources::verdict::verdict_family(self),
+            sources::verdict::suspect_family(self),
             sources::workload::family(&self.workloads),
             sources::workload::overflow_family(&self.workloads),
         ];
@@ -72,6 +74,7 @@ impl Snapshot {
         );
         delivered.add(&["wire"], self.user.wire_received);
         delivered.add(&["trace"], self.user.trace_received);
+        delivered.add(&["verdict"], self.user.verdict_received);
 
         let mut skipped = FamilyBuilder::new(
             "rstmon_interface_skipped_total",
@@ -237,6 +240,15 @@ mod tests {
             .origins
             .insert((rst_common::EGRESS_FIREWALL, Family::Ipv6, false), 2);
         s.egress.forwarded = vec![[1, 0]];
+        // The 3 ingress RSTs: 2 taken by a socket (one with a foreign TTL), 1 ignored.
+        for (kind, value, n) in [
+            (rst_common::KIND_VERDICT, rst_common::VERDICT_ACCEPTED, 2),
+            (rst_common::KIND_VERDICT, rst_common::VERDICT_IGNORED, 1),
+            (rst_common::KIND_SIGNAL, rst_common::SIGNAL_TTL, 1),
+        ] {
+            s.verdicts
+                .insert(("veth0".into(), Family::Ipv4, kind, value), n);
+        }
         s.kernel.set(Stat::WireSampled, 3);
         s.user.wire_received = 3;
         s.workloads

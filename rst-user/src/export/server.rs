@@ -48,6 +48,7 @@ pub struct Shared {
     pub kernel_release: String,
     pub wire_received: AtomicU64,
     pub trace_received: AtomicU64,
+    pub verdict_received: AtomicU64,
     pub decode_errors: AtomicU64,
     /// The HTTP server's own counters (connections open, rejected, closed), rendered
     /// after the exposition proper.
@@ -138,6 +139,7 @@ impl Shared {
         snap.user = UserStats {
             wire_received: self.wire_received.load(Ordering::Relaxed),
             trace_received: self.trace_received.load(Ordering::Relaxed),
+            verdict_received: self.verdict_received.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
         };
         snap.workloads = self.labels.count(&snap.workload_raw, &self.layout.reasons);

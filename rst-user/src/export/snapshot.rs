@@ -12,13 +12,13 @@ use std::{
 
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use rst_common::{
-    IFINDEX_SLOT_ENTRIES, RecvKey, STAT_COUNT, SendKey, Stat, WIRE_SLOT_COUNTERS, WireKey,
-    WorkloadKey,
+    DIR_INGRESS, IFINDEX_SLOT_ENTRIES, RecvKey, STAT_COUNT, SendKey, Stat, WIRE_SLOT_COUNTERS,
+    WireKey, WorkloadKey,
 };
 use tracing::{debug, warn};
 
 use super::iftable::IfaceTable;
-use crate::{kernel::KernelLayout, sources, sys};
+use crate::{classify::Family, kernel::KernelLayout, sources, sys};
 
 /// Counters kept by the kernel programs (the STATS map), summed over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,6 +39,7 @@ impl KernelStats {
 pub struct UserStats {
     pub wire_received: u64,
     pub trace_received: u64,
+    pub verdict_received: u64,
     pub decode_errors: u64,
 }
 
@@ -68,6 +69,8 @@ pub struct Snapshot {
     /// The same, classified and named (filled in by the exporter, which has the names).
     pub workloads: sources::workload::Counts,
     pub histograms: sources::workload::Histograms,
+    /// Verdicts and signals per interface (`ignored` derived).
+    pub verdicts: sources::verdict::Counts,
     pub version: String,
     /// Git revision of the build (`rstmon_build_info`).
     pub revision: String,
@@ -144,6 +147,8 @@ pub struct Counters {
     pub(crate) hook_fds: Vec<(String, OwnedFd)>,
     /// Whether a full counter map was logged already (it is logged once).
     pub(crate) full_logged: AtomicBool,
+    /// `VERDICT_COUNTERS`.
+    pub(crate) verdicts: sources::verdict::Maps,
 }
 
 impl Counters {
@@ -161,6 +166,22 @@ impl Counters {
             ifaces: ifaces.clone(),
             ..Default::default()
         };
+        // After the wire counts: an RST is counted there before its verdict is.
+        let mut ingress = BTreeMap::new();
+        let mut ifnames = BTreeMap::new();
+        for (iface, counts) in ifaces.ifaces().iter().zip(&snap.wire) {
+            ifnames.insert(iface.ifindex, iface.name.clone());
+            for fam in Family::ALL {
+                let v6 = u32::from(*fam == Family::Ipv6);
+                let n: u64 = (0..2)
+                    .map(|ack| {
+                        counts[rst_common::wire_slot_index(0, DIR_INGRESS, v6, ack) as usize]
+                    })
+                    .sum();
+                *ingress.entry((iface.name.clone(), *fam)).or_default() += n;
+            }
+        }
+        snap.verdicts = sources::verdict::collect(&self.verdicts, self.ncpus, &ifnames, &ingress);
         for (k, v) in snap.egress.sent() {
             *snap.sent.entry(k).or_default() += v;
         }
@@ -246,6 +267,7 @@ impl Counters {
         for k in keys {
             let _ = self.egress.forwarded.remove(&k);
         }
+        self.verdicts.forget(ifindex);
     }
 
     /// Slots in use and in all.

@@ -7,6 +7,7 @@
 pub mod btf;
 pub mod caps;
 pub mod features;
+pub mod verdict;
 
 use std::{collections::BTreeMap, fs, io, path::Path};
 
@@ -45,6 +46,9 @@ pub const BTF_NAMES: &[&str] = &[
     "net",
     "net_device",
     "inet_connection_sock",
+    // verdict::BTF_NAMES
+    "skb_drop_reason",
+    "btf_trace_kfree_skb",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +120,8 @@ pub struct KernelLayout {
     pub features: Features,
     /// Whether `sock:inet_sock_set_state` exists with (sk, oldstate, newstate).
     pub has_set_state: bool,
+    /// What the verdict programs read ([`verdict::probe`]).
+    pub verdict: rst_common::VerdictOffsets,
 }
 
 impl KernelLayout {
@@ -252,6 +258,7 @@ pub fn probe_layout(btf: &Btf) -> Result<KernelLayout, KernelError> {
         send_reset_args,
         features: features::probe(btf),
         has_set_state,
+        verdict: verdict::probe(btf),
     })
 }
 

@@ -57,6 +57,17 @@ pub fn line(v: &Value) -> String {
     if v.get("timestamp_option").and_then(Value::as_bool) == Some(true) {
         s += " ts";
     }
+    if let Some(x) = text("verdict") {
+        s += &format!(" verdict={x}");
+    }
+    let suspect: Vec<&str> = v
+        .get("suspect")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !suspect.is_empty() {
+        s += &format!(" SUSPECT={}", suspect.join(","));
+    }
     if let Some(w) = text("workload") {
         s += &format!(" workload={w}");
         match (num("pid"), text("comm"), text("pid_source")) {
@@ -169,7 +180,7 @@ mod tests {
             boot_offset_ns: 0,
             names: None,
         };
-        let s = p.sample(&Event::Wire(w));
+        let s = p.sample(&Event::Wire(w)).unwrap();
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["cause"], Value::Null, "{json}");
         assert!(!json.to_string().contains(r#""-""#), "{json}");

@@ -29,9 +29,16 @@ pub const QUEUE: usize = 16_384;
 /// How long a sample waits for the names of ids seen for the first time.
 pub const NAME_WAIT: Duration = Duration::from_millis(300);
 
+/// What the drain loop hands the printer.
+enum Item {
+    Event(Event),
+    /// A drain of the ring buffer that began at this CLOCK_MONOTONIC time ended.
+    Pass(u64),
+}
+
 /// The printing thread.
 pub struct Printer {
-    tx: Option<SyncSender<Event>>,
+    tx: Option<SyncSender<Item>>,
     thread: Option<JoinHandle<()>>,
     /// Samples dropped because the queue was full.
     pub dropped: Arc<AtomicU64>,
@@ -45,30 +52,36 @@ impl Printer {
         names: Names,
         filter: Filter,
     ) -> Self {
-        let (tx, rx) = mpsc::sync_channel::<Event>(QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Item>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("rstmon-print".into())
             .spawn(move || {
                 let mut encoder = Encoder::new(reasons, interfaces, Some(names.clone()));
-                for ev in rx {
-                    let attr = match &ev {
-                        Event::Send(s) => Some(s.attr),
-                        Event::Recv(r) => Some(r.attr),
-                        Event::Wire(_) => None,
-                    };
-                    if let Some(a) = attr {
-                        names.resolve(&[(a.cgroup_id, a.netns)], NAME_WAIT);
+                let print = |v: &serde_json::Value| {
+                    if !filter.matches(v) {
+                        return;
                     }
-                    let Some(v) = encoder.encode(&ev) else {
-                        continue;
-                    };
-                    if !filter.matches(&v) {
-                        continue;
-                    }
-                    let line = if json { v.to_string() } else { line(&v) };
+                    let line = if json { v.to_string() } else { line(v) };
                     let mut out = io::stdout().lock();
                     // A closed pipe (e.g. `| head`) ends output quietly.
                     let _ = writeln!(out, "{line}");
+                };
+                for item in rx {
+                    let values = match item {
+                        Item::Pass(at) => encoder.drained(at),
+                        Item::Event(ev) => {
+                            let attr = match &ev {
+                                Event::Send(s) => Some(s.attr),
+                                Event::Recv(r) => Some(r.attr),
+                                Event::Wire(_) | Event::Verdict(_) => None,
+                            };
+                            if let Some(a) = attr {
+                                names.resolve(&[(a.cgroup_id, a.netns)], NAME_WAIT);
+                            }
+                            encoder.encode(&ev)
+                        }
+                    };
+                    values.iter().for_each(print);
                 }
             })
             .expect("spawning the printer thread");
@@ -81,8 +94,17 @@ impl Printer {
 
     /// Queues a sample; never blocks (a full queue drops it, counted).
     pub fn offer(&self, ev: Event) {
+        self.send(Item::Event(ev));
+    }
+
+    /// Tells the end of a drain of the ring buffer that began at `at` (CLOCK_MONOTONIC).
+    pub fn drained(&self, at: u64) {
+        self.send(Item::Pass(at));
+    }
+
+    fn send(&self, item: Item) {
         if let Some(tx) = &self.tx
-            && let Err(TrySendError::Full(_)) = tx.try_send(ev)
+            && let Err(TrySendError::Full(_)) = tx.try_send(item)
             && self.dropped.fetch_add(1, Ordering::Relaxed) == 0
         {
             warn!("printing falls behind: samples dropped");

@@ -94,9 +94,39 @@ pub struct Sample {
     pub payload_len: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp_option: Option<bool>,
+    /// Ingress wire RSTs and received resets: `accepted`, `challenged` or `ignored`
+    /// (docs/classification.md). Set by the join ([`super::join`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<&'static str>,
+    /// Forged-reset signals (possibly none) of an ingress RST whose verdict is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspect: Option<Vec<&'static str>>,
+    /// The TTL/hop limit of the peer's handshake, when rstmon saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_ttl: Option<u8>,
+    /// A received reset: the wire fields of the very RST the socket accepted (when its
+    /// wire sample was taken).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wire: Option<WireFields>,
     /// Who the reset belongs to (sent and received samples; wire samples have none).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Who>,
+}
+
+/// The wire view of an accepted RST, on its received-reset sample.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct WireFields {
+    pub interface: String,
+    pub ttl: u8,
+    /// IPv4 identification (IPv4 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_id: Option<u16>,
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+    pub rst_flags: String,
+    pub timestamp_option: bool,
+    pub payload_len: u16,
 }
 
 /// The owner, process and connection of a sent or received reset (docs/attribution.md).
@@ -225,12 +255,14 @@ impl Presenter<'_> {
         Who::new(a, c, owner)
     }
 
-    /// Presents one event; each source knows its own fields.
-    pub fn sample(&self, ev: &Event) -> Sample {
+    /// Presents one event; each source knows its own fields. A verdict record is no
+    /// sample of its own ([`super::join`] puts it on the samples of its RST).
+    pub fn sample(&self, ev: &Event) -> Option<Sample> {
         match ev {
-            Event::Wire(w) => sources::wire::present(self, w),
-            Event::Send(s) => sources::sent::present(self, s),
-            Event::Recv(r) => sources::received::present(self, r),
+            Event::Wire(w) => Some(sources::wire::present(self, w)),
+            Event::Send(s) => Some(sources::sent::present(self, s)),
+            Event::Recv(r) => Some(sources::received::present(self, r)),
+            Event::Verdict(_) => None,
         }
     }
 }

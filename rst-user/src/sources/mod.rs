@@ -7,17 +7,23 @@
 //!   which adds the sent resets no tracepoint sees and the forwarded ones;
 //! * [`sent`]: resets this host's TCP stack sent (`tcp:tcp_send_reset`, [`SendEvent`]);
 //! * [`received`]: resets a socket on this host accepted (`tcp:tcp_receive_reset`,
-//!   [`RecvEvent`]).
+//!   [`RecvEvent`]);
+//! * [`verdict`]: what the stack did with each ingress RST and the forged-reset
+//!   signals (`VERDICT_COUNTERS`, [`VerdictEvent`]).
 
 pub mod egress;
 pub mod received;
 pub mod sent;
+pub mod verdict;
 pub mod wire;
 pub mod workload;
 
 use std::collections::BTreeMap;
 
-use rst_common::{EVENT_RECV, EVENT_SEND, EVENT_WIRE, RecvEvent, SendEvent, WireEvent};
+use rst_common::{
+    EVENT_RECV, EVENT_SEND, EVENT_VERDICT, EVENT_WIRE, RecvEvent, SendEvent, VerdictEvent,
+    WireEvent,
+};
 
 use crate::{
     classify::Family,
@@ -49,6 +55,8 @@ pub enum Event {
     Wire(WireEvent),
     Send(SendEvent),
     Recv(RecvEvent),
+    /// Not a sample of its own: joined to the wire and received samples of its RST.
+    Verdict(VerdictEvent),
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +89,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EVENT_WIRE => read(buf, kind).map(Event::Wire),
         EVENT_SEND => read(buf, kind).map(Event::Send),
         EVENT_RECV => read(buf, kind).map(Event::Recv),
+        EVENT_VERDICT => read(buf, kind).map(Event::Verdict),
         k => Err(DecodeError::Kind(k)),
     }
 }

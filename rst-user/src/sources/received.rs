@@ -75,6 +75,10 @@ pub fn present(p: &Presenter, r: &RecvEvent) -> Sample {
         ttl: None,
         payload_len: None,
         timestamp_option: None,
+        verdict: Some("accepted"),
+        suspect: None,
+        peer_ttl: None,
+        wire: None,
         owner: Some(p.who(&r.attr, &r.conn)),
     }
 }
@@ -113,7 +117,7 @@ mod tests {
             attr: Default::default(),
             conn: Default::default(),
         };
-        let s = p.sample(&Event::Recv(recv));
+        let s = p.sample(&Event::Recv(recv)).unwrap();
         assert_eq!(s.cause.as_deref(), Some("refused"));
         assert_eq!(s.origin, Some("socket"));
         let json: serde_json::Value = serde_json::to_value(&s).unwrap();

@@ -90,6 +90,10 @@ pub fn present(p: &Presenter, s: &SendEvent) -> Sample {
         ttl: None,
         payload_len: None,
         timestamp_option: None,
+        verdict: None,
+        suspect: None,
+        peer_ttl: None,
+        wire: None,
         owner: Some(p.who(&s.attr, &s.conn)),
     }
 }
@@ -110,7 +114,7 @@ mod tests {
             boot_offset_ns: 0,
             names: None,
         };
-        let s = p.sample(&Event::Send(send_event()));
+        let s = p.sample(&Event::Send(send_event())).unwrap();
         assert_eq!(s.cause.as_deref(), Some("no_listener"));
         assert_eq!(s.reason.as_deref(), Some("NO_SOCKET"));
         assert_eq!(s.src, "10.0.0.1");

@@ -119,6 +119,10 @@ pub fn present(p: &Presenter, w: &WireEvent) -> Sample {
         ttl: Some(w.ttl),
         payload_len: Some(w.payload_len),
         timestamp_option: Some(w.has_ts != 0),
+        verdict: None,
+        suspect: None,
+        peer_ttl: None,
+        wire: None,
         owner: None,
     }
 }

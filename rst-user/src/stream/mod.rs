@@ -21,12 +21,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::warn;
 
 use crate::{
     attach::controller::SharedInterfaces,
     attribute::Names,
-    present::{line::boot_offset_ns, sample::Presenter},
+    present::{join::Joiner, line::boot_offset_ns, sample::Presenter},
     sources::Event,
 };
 
@@ -71,7 +70,7 @@ impl Control {
 
 /// Turns ring-buffer events into `watch --json` objects: the presenter's context, with
 /// interface names refreshed from the controller when a sample names an interface this
-/// copy does not know.
+/// copy does not know, and the verdict join ([`Joiner`]).
 pub struct Encoder {
     reasons: BTreeMap<u32, String>,
     interfaces: SharedInterfaces,
@@ -80,6 +79,7 @@ pub struct Encoder {
     /// Names of cgroups and namespaces, looked up without waiting (a sample of an id
     /// seen for the first time names it by the id; the next one by its name).
     names: Option<Names>,
+    join: Joiner,
 }
 
 impl Encoder {
@@ -94,11 +94,22 @@ impl Encoder {
             ifnames: BTreeMap::new(),
             boot_offset_ns: boot_offset_ns(),
             names,
+            join: Joiner::default(),
         }
     }
 
-    /// The JSON object of one event.
-    pub fn encode(&mut self, ev: &Event) -> Option<Value> {
+    fn presenter(&self) -> Presenter<'_> {
+        Presenter {
+            reasons: &self.reasons,
+            ifnames: &self.ifnames,
+            boot_offset_ns: self.boot_offset_ns,
+            names: self.names.as_ref(),
+        }
+    }
+
+    /// The JSON objects one event completes: none while an ingress wire sample waits
+    /// for its verdict, several when a verdict completes held ones.
+    pub fn encode(&mut self, ev: &Event) -> Vec<Value> {
         if let Event::Wire(w) = ev
             && !self.ifnames.contains_key(&w.ifindex)
         {
@@ -108,19 +119,16 @@ impl Encoder {
                 .unwrap_or_else(|p| p.into_inner())
                 .ifnames();
         }
-        let p = Presenter {
-            reasons: &self.reasons,
-            ifnames: &self.ifnames,
-            boot_offset_ns: self.boot_offset_ns,
-            names: self.names.as_ref(),
-        };
-        match serde_json::to_value(p.sample(ev)) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                warn!("sample not serializable: {e}");
-                None
-            }
-        }
+        let mut join = std::mem::take(&mut self.join);
+        let out = join.push(&self.presenter(), ev);
+        self.join = join;
+        out
+    }
+
+    /// After a drain of the ring buffer that began at `drained_ns` (CLOCK_MONOTONIC): the
+    /// held wire samples whose verdict can no longer come (`ignored`).
+    pub fn drained(&mut self, drained_ns: u64) -> Vec<Value> {
+        self.join.drained(drained_ns)
     }
 }
 
