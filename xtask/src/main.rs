@@ -40,7 +40,7 @@ enum Cmd {
         /// Skip fmt and clippy.
         #[arg(long)]
         no_lint: bool,
-        /// Skip the VM tier (Debian's 6.1 and 6.12 kernels in qemu).
+        /// Skip the VM tier (Debian's 5.10, 6.1 and 6.12 kernels in qemu).
         #[arg(long)]
         no_vm: bool,
     },
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
                 let deb = package::deb(&workspace_root())?;
                 let (passed, failed) = test::test(no_lint, &tools, &deb)?;
                 if !no_vm {
-                    step("VM tier: rstmon on Debian's 6.1 and 6.12 kernels (qemu, TCG)");
+                    step("VM tier: rstmon on Debian's 5.10, 6.1 and 6.12 kernels (qemu, TCG)");
                     vm::vm(vm::VmArgs {
                         kernel: vm::KernelSel::All,
                         keep: false,
