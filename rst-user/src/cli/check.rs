@@ -137,6 +137,7 @@ pub fn run() -> Vec<Item> {
                         "tcp_sock.rx_opt not in BTF: every established-state RST counts as peer_abort",
                     )
                 });
+                items.push(verdicts_item(&l));
                 layout = Some(l);
             }
             // A missing tracepoint has its line already.
@@ -176,6 +177,24 @@ pub fn run() -> Vec<Item> {
         });
     }
     items
+}
+
+/// Whether `skb:kfree_skb` carries the drop reason the `challenged` verdict and the
+/// `alive_after_reset` signal are told from (5.17+).
+fn verdicts_item(l: &kernel::KernelLayout) -> Item {
+    if kernel::verdict::tells_challenged(&l.verdict) {
+        item(
+            Verdict::Ok,
+            "verdicts",
+            "skb:kfree_skb reports drop reasons: challenged RSTs and alive_after_reset are told",
+        )
+    } else {
+        item(
+            Verdict::Warn,
+            "verdicts",
+            "skb:kfree_skb has no drop reason (before 5.17): challenged RSTs count as ignored, alive_after_reset is never raised",
+        )
+    }
 }
 
 /// The release, against the kernels rstmon is tested on (5.10 to 6.18). What a kernel

@@ -77,6 +77,8 @@ struct Series {
     has_reason: bool,
     /// Whether the series has `bpf_ktime_get_coarse_ns` (5.11+).
     coarse_clock: bool,
+    /// Whether `skb:kfree_skb` reports drop reasons (5.17+): check's `verdicts` line.
+    drop_reasons: bool,
 }
 
 const SERIES: [Series; 3] = [
@@ -86,6 +88,7 @@ const SERIES: [Series; 3] = [
         suite: Some("bullseye"),
         has_reason: false,
         coarse_clock: false,
+        drop_reasons: false,
     },
     Series {
         label: "6.1",
@@ -93,6 +96,7 @@ const SERIES: [Series; 3] = [
         suite: None,
         has_reason: false,
         coarse_clock: true,
+        drop_reasons: true,
     },
     Series {
         label: "6.12",
@@ -100,6 +104,7 @@ const SERIES: [Series; 3] = [
         suite: None,
         has_reason: true,
         coarse_clock: true,
+        drop_reasons: true,
     },
 ];
 

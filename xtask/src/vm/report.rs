@@ -200,6 +200,19 @@ pub(super) fn evaluate(series: &Series, r: &GuestReport) -> Vec<String> {
         )),
         Some(_) => {}
     }
+    match line("verdicts").map(|l| l.starts_with("ok")) {
+        None => bad.push("check printed no `verdicts` line".into()),
+        Some(ok) if ok != series.drop_reasons => bad.push(format!(
+            "check: verdicts is {} on a kernel {} drop reasons in skb:kfree_skb",
+            if ok { "ok" } else { "not ok" },
+            if series.drop_reasons {
+                "with"
+            } else {
+                "without"
+            }
+        )),
+        Some(_) => {}
+    }
     match line("features") {
         None => bad.push("check printed no `features` line".into()),
         Some(l) => {
@@ -457,6 +470,7 @@ mod tests {
                    sampler reads the precise clock), tcx (TC attaches through a clsact qdisc)\n\
                    warn  reasons       tcp_send_reset has no reason argument\n\
                    warn  coverage      tcp_send_reset does not fire without a full socket\n\
+                   warn  verdicts      skb:kfree_skb has no drop reason (before 5.17)\n\
                    @@rc check 0 2.0\n@@vm end\n";
         let r = GuestReport::parse(log);
         let check_problems = |s: &Series| -> Vec<String> {
@@ -467,13 +481,15 @@ mod tests {
         };
         assert_eq!(check_problems(&SERIES[0]), Vec::<String>::new());
         let on_612 = check_problems(&SERIES[2]);
-        assert_eq!(on_612.len(), 3, "{on_612:?}");
+        assert_eq!(on_612.len(), 4, "{on_612:?}");
+        assert!(on_612.iter().any(|p| p.contains("verdicts is not ok")));
         assert!(on_612.iter().any(|p| p.contains("coarse clock is missing")));
         assert!(on_612.iter().any(|p| p.contains("coverage is not ok")));
-        // 6.1 has the coarse clock.
+        // 6.1 has the coarse clock and drop reasons.
         let on_61 = check_problems(&SERIES[1]);
-        assert_eq!(on_61.len(), 1, "{on_61:?}");
-        assert!(on_61[0].contains("coarse clock is missing"), "{on_61:?}");
+        assert_eq!(on_61.len(), 2, "{on_61:?}");
+        assert!(on_61.iter().any(|p| p.contains("coarse clock is missing")));
+        assert!(on_61.iter().any(|p| p.contains("verdicts is not ok")));
     }
 
     #[test]
