@@ -177,18 +177,7 @@ fn closed_port_resets_counted_exactly_both_directions() {
                     &ctx,
                 );
             }
-            let suspects: i64 = after
-                .matching("rstmon_suspect_resets_total", &[])
-                .iter()
-                .map(|(s, v)| {
-                    let l: Vec<(&str, &str)> = s
-                        .labels
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect();
-                    *v as i64 - before.get("rstmon_suspect_resets_total", &l).unwrap_or(0.0) as i64
-                })
-                .sum();
+            let suspects = common::sum_delta(&after, &before, "rstmon_suspect_resets_total", &[]);
             assert_eq!(suspects, 0, "{ctx}: genuine resets flagged as suspect");
             let others: Vec<String> = after
                 .matching(WIRE, &[])
