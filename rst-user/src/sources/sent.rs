@@ -83,7 +83,9 @@ pub fn present(p: &Presenter, s: &SendEvent) -> Sample {
         rst_flags: Some(sent_rst_flags(s.key.trig_flags).into()),
         origin: None,
         wire_direction: None,
-        trigger_flags: Some(flags_str(s.key.trig_flags)),
+        // An active reset has no triggering segment: `null` in JSON, no `trigger=` in the line.
+        trigger_flags: (s.key.trig_flags != rst_common::NO_TRIGGER)
+            .then(|| flags_str(s.key.trig_flags)),
         seq: None,
         ack: None,
         window: None,
@@ -124,5 +126,25 @@ mod tests {
         assert_eq!(sent_rst_flags(0), "RST|ACK");
         assert_eq!(s.time, "1970-01-01T00:00:00.000000Z");
         assert!(s.line().contains("sent     no_listener"), "{}", s.line());
+    }
+
+    #[test]
+    fn an_active_reset_has_no_trigger_flags() {
+        let reasons = BTreeMap::new();
+        let ifnames = BTreeMap::new();
+        let p = Presenter {
+            reasons: &reasons,
+            ifnames: &ifnames,
+            boot_offset_ns: 0,
+            names: None,
+        };
+        let mut e = send_event();
+        e.key.trig_flags = rst_common::NO_TRIGGER;
+        let s = p.sample(&Event::Send(e)).unwrap();
+        assert_eq!(s.trigger_flags, None);
+        assert_eq!(s.rst_flags.as_deref(), Some("RST|ACK"));
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["trigger_flags"].is_null(), "{json}");
+        assert!(!json.to_string().contains(r#""-""#), "{json}");
     }
 }
