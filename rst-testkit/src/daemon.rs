@@ -82,13 +82,14 @@ impl Rstmon {
             cpu: None,
             start_timeout: START_TIMEOUT,
             quiet_start: false,
-            ready: ("/metrics".into(), 200),
+            ready: ("/-/ready".into(), 200),
             watch_socket: OsString::new(),
         }
     }
 
-    /// Ready once a plain HTTP GET of `path` answers `status` (default `/metrics`, 200):
-    /// another telemetry path, 401 with basic auth, 400 from a TLS listener.
+    /// Ready once a plain HTTP GET of `path` answers `status` (default `/-/ready`, 200:
+    /// the programs are attached and every family is exported; `/metrics` answers from
+    /// the start): 401 with basic auth, 400 from a TLS listener.
     pub fn ready_when(mut self, path: &str, status: u16) -> Self {
         self.ready = (path.into(), status);
         self

@@ -30,5 +30,5 @@ pub mod watcher;
 pub use daemon::{DEFAULT_LISTEN, Daemon, Rstmon, START_TIMEOUT};
 pub use process::{EXIT_TIMEOUT, run_to_exit};
 pub use scrape::{IO_TIMEOUT, Metrics, Response, Series, get, http_get};
-pub use tools::{promtool, tool, xdp_attachment};
+pub use tools::{promtool, promtool_check_metrics, tool, xdp_attachment};
 pub use watcher::Watcher;

@@ -36,6 +36,43 @@ pub fn promtool() -> PathBuf {
     tool("RSTMON_PROMTOOL", "promtool")
 }
 
+/// Runs `promtool check metrics` on an exposition: `Err` with promtool's report and the
+/// text when it fails or finds anything.
+pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let promtool = promtool();
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", promtool.display()))?;
+    child
+        .stdin
+        .take()
+        .ok_or("promtool's stdin")?
+        .write_all(text.as_bytes())
+        .map_err(|e| format!("writing the scrape to promtool: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("waiting for promtool: {e}"))?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && report.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "promtool check metrics: {}\n{report}\n--- scrape ---\n{text}",
+            out.status
+        ))
+    }
+}
+
 /// A tool the tests run: the path in `$var` (`cargo xtask test` sets RSTMON_PROMTOOL,
 /// RSTMON_PROMETHEUS, RSTMON_HADOLINT, RSTMON_KUBERNETES_VALIDATE to what `cargo xtask
 /// setup` installed), else `name` on PATH (or in /usr/sbin, /sbin); panics saying how to

@@ -11,12 +11,11 @@ mod common;
 use common::{assert_delta, connect_refused};
 
 use std::{
-    io::Write as _,
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener},
-    process::{Command, Output, Stdio},
+    process::{Command, Output},
 };
 
-use common::{BIN, Daemon, Metrics, promtool, run_command, run_to_exit, xdp_attachment};
+use common::{BIN, Daemon, Metrics, run_command, run_to_exit, xdp_attachment};
 use rst_user::netns::{Ns, Pair};
 
 /// Connections per direction and family in the counting test.
@@ -338,7 +337,6 @@ fn exposition_complete_from_start_and_landing_page() {
 /// A real scrape, with non-zero counters, passes `promtool check metrics` with no finding.
 #[test]
 fn promtool_check_metrics_clean() {
-    let promtool = promtool();
     let p = pair();
     let d = Daemon::start(BIN, &p.a, &[&p.a_if], LISTEN);
     connect_refused(&p.a, SocketAddr::new(p.b4.into(), CLOSED_PORT), 3);
@@ -347,30 +345,9 @@ fn promtool_check_metrics_clean() {
     d.stop();
     assert!(text.contains(WIRE), "scrape has no {WIRE}:\n{text}");
 
-    let mut child = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {}: {e}", promtool.display()));
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(text.as_bytes())
-        .expect("writing the scrape to promtool");
-    let out = child.wait_with_output().expect("waiting for promtool");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics: {}\n{report}\n--- scrape ---\n{text}",
-        out.status
-    );
+    if let Err(e) = rst_testkit::promtool_check_metrics(&text) {
+        panic!("{e}");
+    }
 }
 
 #[test]

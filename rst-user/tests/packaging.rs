@@ -406,6 +406,16 @@ fn kubernetes_manifests_validate_offline_and_match_rstmon() {
     assert_eq!(ann["prometheus.io/scrape"], "true");
     assert_eq!(ann["prometheus.io/port"], port.as_str());
     assert_eq!(ann["prometheus.io/path"], "/metrics");
+    // The probes ask what rstmon answers (tests/web.rs): ready once attached, healthy
+    // while it serves.
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"],
+        rst_user::export::server::READY_PATH
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"],
+        rst_user::export::server::HEALTHY_PATH
+    );
 
     // The ServiceMonitor (a CRD: not in the Kubernetes schemas) scrapes the Service,
     // which selects the DaemonSet's pods.

@@ -342,12 +342,13 @@ fn wait_ready(ns: &Ns, child: &mut Child, listen: SocketAddr) -> Result<Metrics,
             }
             return Err(format!("exited {status}: {err}"));
         }
-        if let Ok(r) = http_get(ns, listen, "/metrics")
+        if let Ok(r) = http_get(ns, listen, "/-/ready")
             && r.status == 200
         {
+            let r = http_get(ns, listen, "/metrics").map_err(|e| e.to_string())?;
             return Ok(Metrics::parse(&r.body));
         }
-        assert!(Instant::now() < deadline, "rstmon did not serve /metrics");
+        assert!(Instant::now() < deadline, "rstmon did not become ready");
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -16,6 +16,8 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::Arc,
+    thread,
+    time::{Duration, Instant},
 };
 
 use common::{BIN, IO_TIMEOUT, Metrics, rstmon, run_to_exit};
@@ -218,6 +220,34 @@ fn tls_and_basic_auth() {
         .args([OsStr::new("--web.config.file"), config.as_os_str()])
         .ready_when("/metrics", 400)
         .start(&ns);
+    // Listening (plain HTTP is answered 400); then ready, as a client with credentials
+    // sees it. `/-/ready` needs them too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = https(
+            &ns,
+            LISTEN,
+            &ca,
+            None,
+            "/-/ready",
+            &basic("prometheus", "s3cret"),
+        );
+        if r.as_ref().is_ok_and(|r| r.status == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never ready: {:?}",
+            r.map(|r| r.status)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        https(&ns, LISTEN, &ca, None, "/-/ready", "")
+            .unwrap()
+            .status,
+        401
+    );
 
     let ok = https(
         &ns,
@@ -471,7 +501,6 @@ fn telemetry_path_moves_the_metrics() {
     let d = rstmon()
         .listen(LISTEN)
         .args(["--web.telemetry-path", "/x/rst"])
-        .ready_when("/x/rst", 200)
         .start(&ns);
     assert!(
         plain(&ns, LISTEN, "/x/rst", "")
@@ -540,6 +569,75 @@ fn process_metrics_are_plausible() {
         "start {start}, now {now}"
     );
     assert!(m.value("process_threads", &[]) >= 1.0);
+    d.stop();
+}
+
+/// `/metrics` answers while the programs are still loaded (held here with the testing
+/// aid `RSTMON_TEST_HOLD_START_FILE`): `rstmon_ready 0`, the build, the kernel, the
+/// process and the server's own series, and no family of resets, interfaces or hooks;
+/// `/-/ready` is 503 and `/-/healthy` 200. Once loaded: `rstmon_ready 1`, every family,
+/// `/-/ready` 200. Both expositions pass `promtool check metrics`.
+#[test]
+fn metrics_answer_while_starting_and_ready_says_when() {
+    let dir = TempDir::new("hold");
+    let hold = dir.0.join("hold");
+    std::fs::write(&hold, "").unwrap();
+    let ns = ns();
+    let d = rstmon()
+        .listen(LISTEN)
+        .env("RSTMON_TEST_HOLD_START_FILE", &hold)
+        .ready_when("/metrics", 200)
+        .start(&ns);
+    let starting = plain(&ns, LISTEN, "/metrics", "");
+    assert_eq!(starting.status, 200);
+    let text = starting.text();
+    let m = Metrics::parse(&text);
+    assert_eq!(m.value("rstmon_ready", &[]), 0.0, "{text}");
+    for present in [
+        "rstmon_build_info{",
+        "rstmon_kernel_info{",
+        "process_resident_memory_bytes ",
+        "rstmon_http_connections_open ",
+        "promhttp_metric_handler_requests_total{",
+    ] {
+        assert!(
+            text.contains(present),
+            "{present} missing while starting:\n{text}"
+        );
+    }
+    for absent in [
+        "rstmon_resets_sent_total",
+        "rstmon_resets_received_total",
+        "rstmon_wire_resets_total",
+        "rstmon_xdp_attached",
+        "rstmon_hook_attached",
+        "rstmon_reset_reason_supported",
+    ] {
+        assert!(!text.contains(absent), "{absent} while starting:\n{text}");
+    }
+    if let Err(e) = rst_testkit::promtool_check_metrics(&text) {
+        panic!("{e}");
+    }
+    let r = plain(&ns, LISTEN, "/-/ready", "");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("starting"), "{}", r.text());
+    assert_eq!(plain(&ns, LISTEN, "/-/healthy", "").status, 200);
+    assert!(plain(&ns, LISTEN, "/", "").text().contains("starting"));
+
+    std::fs::remove_file(&hold).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while plain(&ns, LISTEN, "/-/ready", "").status != 200 {
+        assert!(Instant::now() < deadline, "not ready 30 s after the hold");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let text = plain(&ns, LISTEN, "/metrics", "").text();
+    let m = Metrics::parse(&text);
+    assert_eq!(m.value("rstmon_ready", &[]), 1.0);
+    assert!(text.contains("rstmon_resets_sent_total{"), "{text}");
+    assert!(text.contains("rstmon_hook_attached{"), "{text}");
+    if let Err(e) = rst_testkit::promtool_check_metrics(&text) {
+        panic!("{e}");
+    }
     d.stop();
 }
 

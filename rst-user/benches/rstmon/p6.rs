@@ -1,5 +1,6 @@
 //! P6: start-up of `rstmon run -i <one veth>`: from the exec to the first `/metrics`
-//! answer (HTTP 200), and the peak memory by then. The command line is
+//! answer (HTTP 200), from the exec to ready (`/-/ready` 200: programs verified and
+//! attached, every family exported), and the peak memory by then. The command line is
 //! `rstmon --log warn run -i <veth> --web.listen-address 127.0.0.1:9746`.
 
 use std::{
@@ -20,19 +21,22 @@ use crate::{Opts, ext::Guard, progress, report::Row, stats::summarize};
 const P6_START_MS: f64 = 150.0;
 const P6_HWM_MIB: f64 = 24.0;
 
-/// GET /metrics from the calling thread's namespace until it answers 200: connection
-/// refused (not bound yet) is retried every 0.5 ms; once the socket is bound the
-/// connection is queued and the GET waits for the answer.
-fn first_answer(addr: SocketAddr, deadline: Instant) -> io::Result<()> {
+/// GET `path` from the calling thread's namespace until it answers 200: connection
+/// refused (not bound yet) and 503 (`/-/ready` while starting) are retried every
+/// 0.5 ms; once the socket is bound the connection is queued and the GET waits for the
+/// answer.
+fn answered(addr: SocketAddr, path: &str, deadline: Instant) -> io::Result<()> {
     loop {
-        match get(addr, "/metrics") {
+        let retry = match get(addr, path) {
             Ok(r) if r.status == 200 => return Ok(()),
-            Ok(r) => {
-                return Err(io::Error::other(format!("first answer: HTTP {}", r.status)));
-            }
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => thread::sleep(Duration::from_micros(500)),
+            Ok(r) if r.status == 503 => format!("{path}: HTTP 503"),
+            Ok(r) => return Err(io::Error::other(format!("{path}: HTTP {}", r.status))),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(io::Error::other(retry));
         }
+        thread::sleep(Duration::from_micros(500));
     }
 }
 
@@ -55,13 +59,14 @@ pub fn p6(o: &Opts, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         &listen_arg,
     ];
     let mut ms = Vec::new();
+    let mut ready_ms = Vec::new();
     let mut hwm = Vec::new();
     let mut rss = Vec::new();
     for i in 0..runs {
         // Spawned from a thread inside the namespace (the child inherits it), not through
         // `ip netns exec`, whose own set-up would be timed too; rstmon needs nothing
         // else of the namespace.
-        let (guard, took) = pair.b.run(|| -> anyhow::Result<(Guard, f64)> {
+        let (guard, took, ready) = pair.b.run(|| -> anyhow::Result<(Guard, f64, f64)> {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_rstmon"));
             cmd.args(args)
                 .stdin(Stdio::null())
@@ -69,9 +74,13 @@ pub fn p6(o: &Opts, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
                 .stderr(Stdio::null());
             let t0 = Instant::now();
             let g = Guard::spawn(&mut cmd, None, libc::SIGTERM)?;
-            first_answer(listen, t0 + Duration::from_secs(30))
+            let deadline = t0 + Duration::from_secs(30);
+            answered(listen, "/metrics", deadline)
                 .with_context(|| format!("rstmon did not answer on {listen}"))?;
-            Ok((g, t0.elapsed().as_secs_f64() * 1e3))
+            let first = t0.elapsed().as_secs_f64() * 1e3;
+            answered(listen, "/-/ready", deadline)
+                .with_context(|| format!("rstmon was not ready on {listen}"))?;
+            Ok((g, first, t0.elapsed().as_secs_f64() * 1e3))
         })??;
         let p = Proc(guard.pid());
         if p.comm() != "rstmon" {
@@ -81,20 +90,24 @@ pub fn p6(o: &Opts, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         let r = p.status_kib("VmRSS:") as f64 / 1024.0;
         drop(guard);
         progress(format!(
-            "  run {}/{runs}: first answer after {took:.1} ms, VmHWM {h:.1} MiB",
+            "  run {}/{runs}: first answer after {took:.1} ms, ready after {ready:.1} ms, \
+             VmHWM {h:.1} MiB",
             i + 1
         ));
         ms.push(took);
+        ready_ms.push(ready);
         hwm.push(h);
         rss.push(r);
     }
     let t = summarize(&ms);
+    let r = summarize(&ready_ms);
     let h = summarize(&hwm);
     notes.push(format!(
         "P6: rstmon spawned directly in the namespace (fork from a thread that entered it), \
          timed from just before the spawn to the last byte of the first 200 answer to GET \
-         /metrics; every run a fresh process, XDP on one veth, the tracing hooks host-wide. \
-         VmRSS right after the first answer: {} MiB.",
+         /metrics (served from the start, `rstmon_ready 0` until the programs are \
+         attached), then on to the first 200 of /-/ready; every run a fresh process, XDP \
+         on one veth, the tracing hooks host-wide. VmRSS once ready: {} MiB.",
         summarize(&rss).fmt(1, "")
     ));
     Ok(vec![
@@ -110,7 +123,18 @@ pub fn p6(o: &Opts, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         },
         Row {
             id: "P6",
-            measure: "start-up: peak RSS (VmHWM) after the first answer".into(),
+            measure: "start-up: exec → ready (`/-/ready` 200: every program verified and \
+                      attached, every family exported)"
+                .into(),
+            value: r.fmt(1, " ms"),
+            baseline: "—".into(),
+            ratio: "—".into(),
+            target: "—".into(),
+            pass: None,
+        },
+        Row {
+            id: "P6",
+            measure: "start-up: peak RSS (VmHWM) once ready".into(),
             value: h.fmt(1, " MiB"),
             baseline: "—".into(),
             ratio: "—".into(),

@@ -1,6 +1,6 @@
 //! `rstmon run`: the daemon and exporter.
 
-use std::sync::{Arc, Mutex, atomic::Ordering};
+use std::sync::{Arc, Mutex, OnceLock, atomic::Ordering};
 
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{info, warn};
@@ -17,6 +17,15 @@ use crate::{
     stream::{Encoder, server as watch_stream},
 };
 
+/// Names a file whose existence holds the start before the programs are loaded: how the
+/// tests see the exposition of a daemon that is starting. A testing aid, not a user
+/// setting.
+pub const HOLD_START_ENV: &str = "RSTMON_TEST_HOLD_START_FILE";
+
+/// Serves `/metrics` from the start and loads the programs meanwhile: verifying them
+/// takes the kernel most of a second, and a scrape in that time answers `rstmon_ready
+/// 0` (with rstmon's own series) rather than a refused connection; `/-/ready` says when
+/// every family is exported.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     require_privileges()?;
     let selection = Selection::new(&args.common.interfaces)?;
@@ -27,7 +36,58 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let tls = web.tls.take();
     http::raise_nofile_limit();
     let listeners = listen::bind_all(&args.listen)?;
-    let monitor = Monitor::start(&config(&args.common))?;
+    let hub = Arc::new(watch_stream::Hub::default());
+    let shared = Arc::new(server::Shared {
+        monitoring: OnceLock::new(),
+        kernel_release: kernel::release(),
+        wire_received: Default::default(),
+        trace_received: Default::default(),
+        verdict_received: Default::default(),
+        decode_errors: Default::default(),
+        http: Default::default(),
+        telemetry_path: args.telemetry_path.clone(),
+        web,
+        scrapes: Default::default(),
+        fail_render_file: std::env::var_os(server::FAIL_RENDER_ENV).map(Into::into),
+        watch: hub.stats.clone(),
+    });
+    for l in &listeners {
+        if let Ok(bound) = l.local_addr() {
+            info!(address = %bound, tls = tls.is_some(), "serving {}", args.telemetry_path);
+        }
+    }
+    let limits = http::Limits {
+        read_header_timeout: args.read_header_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections as usize,
+    };
+    let mut server = tokio::spawn(server::serve(
+        listeners,
+        shared.clone(),
+        tls,
+        limits,
+        shutdown_signal(),
+    ));
+
+    // The runtime has one thread, which serves: the load (blocking syscalls, the
+    // verifier) runs beside it.
+    let cfg = config(&args.common);
+    let hold = std::env::var_os(HOLD_START_ENV).map(std::path::PathBuf::from);
+    let load = move || {
+        while hold.as_ref().is_some_and(|f| f.exists()) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Monitor::start(&cfg)
+    };
+    let monitor = tokio::select! {
+        m = tokio::task::spawn_blocking(load) => m??,
+        // A signal while loading: stop as soon as it is asked (the load goes on in
+        // its thread until the process exits, and attaches nothing that outlives it).
+        _ = &mut server => {
+            info!("stopped while starting");
+            return Ok(());
+        }
+    };
     let (mut programs, events, counters) = monitor.split();
     let logger = programs.take_logger();
     let counters = Arc::new(Mutex::new(counters));
@@ -42,7 +102,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     .await?;
     // The watch stream is an extra: without its socket the daemon runs on. Set up once
     // the daemon is sure to run.
-    let hub = Arc::new(watch_stream::Hub::default());
     let watch_listener = if args.watch_socket.as_os_str().is_empty() {
         None
     } else {
@@ -51,33 +110,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .ok()
     };
     let names = Names::start(Sources::system());
-    let shared = Arc::new(server::Shared {
+    let interfaces = controller.interfaces();
+    let mut encoder = Encoder::new(
+        layout.reasons.clone(),
+        interfaces.clone(),
+        Some(names.clone()),
+    );
+    let monitoring = server::Monitoring {
         counters,
         layout,
-        interfaces: controller.interfaces(),
+        interfaces,
         hooks,
-        kernel_release: kernel::release(),
-        wire_received: Default::default(),
-        trace_received: Default::default(),
-        verdict_received: Default::default(),
-        decode_errors: Default::default(),
-        http: Default::default(),
-        telemetry_path: args.telemetry_path.clone(),
-        web,
-        scrapes: Default::default(),
-        fail_render_file: std::env::var_os(server::FAIL_RENDER_ENV).map(Into::into),
-        watch: hub.stats.clone(),
-        labels: Arc::new(Labels::new(names.clone(), args.max_workloads as usize)),
+        labels: Arc::new(Labels::new(names, args.max_workloads as usize)),
         iftable: Default::default(),
-    });
+    };
+    if shared.monitoring.set(monitoring).is_err() {
+        anyhow::bail!("the exporter's state was set twice");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_shared = shared.clone();
     let drain_hub = hub.clone();
-    let mut encoder = Encoder::new(
-        shared.layout.reasons.clone(),
-        shared.interfaces.clone(),
-        Some(names),
-    );
     let drainer = tokio::spawn(drain::run_with_passes(events, stop_rx.clone(), move |d| {
         let s = &drain_shared;
         let ev = match d {
@@ -110,17 +162,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(drain::forward_kernel_log(logger, stop_rx.clone()));
     }
     let follower = follow(controller, stop_rx)?;
-    for l in &listeners {
-        if let Ok(bound) = l.local_addr() {
-            info!(address = %bound, tls = tls.is_some(), "serving {}", args.telemetry_path);
-        }
-    }
-    let limits = http::Limits {
-        read_header_timeout: args.read_header_timeout,
-        idle_timeout: args.idle_timeout,
-        max_connections: args.max_connections as usize,
-    };
-    server::serve(listeners, shared, tls, limits, shutdown_signal()).await;
+    info!("ready: every family is exported ({})", server::READY_PATH);
+    let _ = server.await;
     shut_down(stop_tx, follower, drainer).await?;
     if let Some(streamer) = streamer {
         // Removes the socket.

@@ -5,7 +5,7 @@ use rst_common::Stat;
 
 use super::{
     family::{FamilyBuilder, Kind},
-    iftable,
+    iftable, info,
     snapshot::Snapshot,
 };
 use crate::{attach::controller::SKIP_REASONS, sources};
@@ -111,33 +111,14 @@ impl Snapshot {
             &[],
         );
         reason.add(&[], f64::from(u8::from(self.reason_supported)));
-        let mut info = FamilyBuilder::new(
-            "rstmon_build_info",
-            "rstmon's version, the git revision it was built from and the rustc that built it; always 1.",
-            GAUGE,
-            &["version", "revision", "rustc"],
-        );
-        info.add(
-            &[
-                self.version.as_str(),
-                self.revision.as_str(),
-                self.rustc.as_str(),
-            ],
-            1.0,
-        );
-        let mut kernel = FamilyBuilder::new(
-            "rstmon_kernel_info",
-            "The running kernel: its release (uname -r) and version (uname -v); always 1.",
-            GAUGE,
-            &["release", "version"],
-        );
-        kernel.add(
-            &[self.kernel_release.as_str(), self.kernel_version.as_str()],
-            1.0,
-        );
+        let info = info::build_family(&self.version, &self.revision, &self.rustc);
+        let kernel = info::kernel_family(&self.kernel_release, &self.kernel_version);
+        // A snapshot exists only once the programs are attached.
+        let ready = info::ready_family(true);
 
         families.extend([
             dropped, submitted, delivered, errors, skipped, hooks, misses, reason, info, kernel,
+            ready,
         ]);
         families.retain(|f| !f.is_empty());
         // The per-interface families and the histograms are written by hand, each in

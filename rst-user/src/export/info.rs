@@ -6,6 +6,8 @@
 
 use std::fs;
 
+use super::family::{FamilyBuilder, Kind};
+
 /// The package version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Short git hash of the commit built, or `unknown`.
@@ -55,6 +57,44 @@ pub fn kernel_version() -> String {
     fs::read_to_string("/proc/sys/kernel/version")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// `rstmon_build_info{version, revision, rustc} 1`.
+pub fn build_family<'a>(version: &'a str, revision: &'a str, rustc: &'a str) -> FamilyBuilder<'a> {
+    let mut f = FamilyBuilder::new(
+        "rstmon_build_info",
+        "rstmon's version, the git revision it was built from and the rustc that built it; always 1.",
+        Kind::Gauge,
+        &["version", "revision", "rustc"],
+    );
+    f.add(&[version, revision, rustc], 1.0);
+    f
+}
+
+/// `rstmon_kernel_info{release, version} 1`.
+pub fn kernel_family<'a>(release: &'a str, version: &'a str) -> FamilyBuilder<'a> {
+    let mut f = FamilyBuilder::new(
+        "rstmon_kernel_info",
+        "The running kernel: its release (uname -r) and version (uname -v); always 1.",
+        Kind::Gauge,
+        &["release", "version"],
+    );
+    f.add(&[release, version], 1.0);
+    f
+}
+
+/// `rstmon_ready`: 0 while the programs are loaded, verified and attached at start-up
+/// (the exposition then has only this, the build and kernel, the process and the HTTP
+/// server's own series), 1 from then on. `/-/ready` answers the same question.
+pub fn ready_family<'a>(ready: bool) -> FamilyBuilder<'a> {
+    let mut f = FamilyBuilder::new(
+        "rstmon_ready",
+        "1 once rstmon's programs are loaded and attached and every rstmon_* family is exported; 0 while it starts (see /-/ready).",
+        Kind::Gauge,
+        &[],
+    );
+    f.add(&[], f64::from(u8::from(ready)));
+    f
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The HTTP side: the telemetry path (`/metrics` unless `--web.telemetry-path` says
-//! otherwise), a landing page at `/`, 404 elsewhere, served by [`super::http`]
+//! otherwise), a landing page at `/`, readiness and health at `/-/ready` and
+//! `/-/healthy`, 404 elsewhere, served by [`super::http`]
 //! (timeouts, connection cap, graceful shutdown, TLS). Around every answer: basic
 //! authentication and the extra headers of `--web.config.file` ([`WebConfig`]); a
 //! scrape is gzip-compressed when the client accepts it, answered 500 when it cannot be
@@ -11,7 +12,7 @@ use std::{
     io::Write as _,
     path::PathBuf,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -37,14 +38,25 @@ use super::{
 };
 use crate::{attach::controller::SharedInterfaces, kernel::KernelLayout};
 
-/// What a scrape needs.
-pub struct Shared {
+/// What the exposition reads once the programs are loaded and attached.
+pub struct Monitoring {
     pub counters: Arc<Mutex<Counters>>,
     pub layout: KernelLayout,
     /// The interface controller's view.
     pub interfaces: SharedInterfaces,
     /// Tracing hooks and whether rstmon holds their links.
     pub hooks: Vec<(String, bool)>,
+    /// Workload names of the per-workload counters.
+    pub labels: Arc<crate::sources::workload::Labels>,
+    /// The monitored interfaces and the text of their series, rebuilt when they change.
+    pub iftable: Mutex<Arc<IfaceTable>>,
+}
+
+/// What a scrape needs. The server runs from the start; [`Shared::monitoring`] is set
+/// once the programs are verified and attached (until then a scrape answers with
+/// `rstmon_ready 0` and rstmon's own process and server series, and `/-/ready` 503).
+pub struct Shared {
+    pub monitoring: OnceLock<Monitoring>,
     pub kernel_release: String,
     pub wire_received: AtomicU64,
     pub trace_received: AtomicU64,
@@ -65,10 +77,6 @@ pub struct Shared {
     /// The watch stream's counters (watchers, samples dropped for slow ones), rendered
     /// after the HTTP server's.
     pub watch: Arc<crate::stream::server::Stats>,
-    /// Workload names of the per-workload counters.
-    pub labels: Arc<crate::sources::workload::Labels>,
-    /// The monitored interfaces and the text of their series, rebuilt when they change.
-    pub iftable: Mutex<Arc<IfaceTable>>,
 }
 
 /// Names a file whose existence makes every scrape fail to render (answered 500): how
@@ -121,42 +129,73 @@ impl Shared {
                 f.display()
             )));
         }
+        let Some(m) = self.monitoring.get() else {
+            return Ok(self.render_starting());
+        };
         let (ifaces, skipped) = {
-            let st = self.interfaces.read().unwrap_or_else(|p| p.into_inner());
-            let mut table = self.iftable.lock().unwrap_or_else(|p| p.into_inner());
+            let st = m.interfaces.read().unwrap_or_else(|p| p.into_inner());
+            let mut table = m.iftable.lock().unwrap_or_else(|p| p.into_inner());
             if !table.matches(&st) {
                 *table = Arc::new(IfaceTable::of(&st));
             }
             (table.clone(), st.skipped.clone())
         };
-        let mut snap = self
+        let mut snap = m
             .counters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .snapshot(&self.layout, &ifaces);
+            .snapshot(&m.layout, &ifaces);
         snap.skipped = skipped;
-        snap.hooks = self.hooks.clone();
+        snap.hooks = m.hooks.clone();
         snap.user = UserStats {
             wire_received: self.wire_received.load(Ordering::Relaxed),
             trace_received: self.trace_received.load(Ordering::Relaxed),
             verdict_received: self.verdict_received.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
         };
-        snap.workloads = self.labels.count(&snap.workload_raw, &self.layout.reasons);
+        snap.workloads = m.labels.count(&snap.workload_raw, &m.layout.reasons);
         snap.version = info::VERSION.to_string();
         snap.revision = info::REVISION.to_string();
         snap.rustc = info::RUSTC.to_string();
         snap.kernel_release = self.kernel_release.clone();
         snap.kernel_version = info::kernel_version();
         let mut text = snap.render()?;
+        self.render_own(&mut text);
+        Ok(text)
+    }
+
+    /// The exposition while the programs are loaded: whether rstmon is ready (not
+    /// yet), what it is and runs on, and its own process and server series. No
+    /// `rstmon_*` family of resets, interfaces or hooks: nothing is attached yet.
+    fn render_starting(&self) -> String {
+        let mut text = String::with_capacity(8192);
+        let kernel_version = info::kernel_version();
+        for f in [
+            info::build_family(info::VERSION, info::REVISION, info::RUSTC),
+            info::kernel_family(&self.kernel_release, &kernel_version),
+            info::ready_family(false),
+        ] {
+            f.write(&mut text);
+        }
+        self.render_own(&mut text);
+        text
+    }
+
+    /// The HTTP server's, the process's, the scrapes' and the watch stream's series,
+    /// after the exposition proper.
+    fn render_own(&self, text: &mut String) {
         text.push_str(&self.http.render());
         match ProcessStats::read() {
-            Ok(p) => p.render(&mut text),
+            Ok(p) => p.render(text),
             Err(e) => debug!("process metrics: {e}"),
         }
-        self.scrapes.render(&mut text);
+        self.scrapes.render(text);
         text.push_str(&self.watch.render());
-        Ok(text)
+    }
+
+    /// Whether the programs are loaded and attached.
+    pub fn ready(&self) -> bool {
+        self.monitoring.get().is_some()
     }
 }
 
@@ -191,7 +230,8 @@ pub async fn respond<B>(shared: Arc<Shared>, req: Request<B>) -> Response<Full<B
 }
 
 /// 401 unless the request carries a configured user's credentials (only when basic-auth
-/// users are configured); then the telemetry path, `GET /`, 404 for any other path, 405
+/// users are configured); then the telemetry path, `GET /`, `/-/ready`, `/-/healthy`,
+/// 404 for any other path, 405
 /// for a method other than GET and HEAD on a known one. The request body is not read.
 async fn route<B>(shared: &Arc<Shared>, req: Request<B>) -> Response<Full<Bytes>> {
     let (head, body) = req.into_parts();
@@ -219,10 +259,14 @@ async fn route<B>(shared: &Arc<Shared>, req: Request<B>) -> Response<Full<Bytes>
         }
     }
     let path = head.uri.path();
-    let metrics = if path == shared.telemetry_path {
-        true
+    let page = if path == shared.telemetry_path {
+        Page::Metrics
     } else if path == "/" {
-        false
+        Page::Landing
+    } else if path == READY_PATH {
+        Page::Ready
+    } else if path == HEALTHY_PATH {
+        Page::Healthy
     } else {
         return text(StatusCode::NOT_FOUND, "404 page not found\n".into());
     };
@@ -235,11 +279,31 @@ async fn route<B>(shared: &Arc<Shared>, req: Request<B>) -> Response<Full<Bytes>
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    if metrics {
-        scrape(shared.clone(), accepts_gzip(&head.headers)).await
-    } else {
-        landing(shared)
+    match page {
+        Page::Metrics => scrape(shared.clone(), accepts_gzip(&head.headers)).await,
+        Page::Landing => landing(shared),
+        Page::Ready if shared.ready() => text(StatusCode::OK, "rstmon is ready.\n".into()),
+        Page::Ready => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rstmon is starting: loading and attaching its programs.\n".into(),
+        ),
+        Page::Healthy => text(StatusCode::OK, "rstmon is healthy.\n".into()),
     }
+}
+
+/// Answers 200 once the programs are loaded and attached (every `rstmon_*` family is
+/// exported), 503 while rstmon starts: what a readiness probe or a start-up script
+/// waits for. The telemetry path answers from the start.
+pub const READY_PATH: &str = "/-/ready";
+/// Answers 200 while the server runs (a liveness probe).
+pub const HEALTHY_PATH: &str = "/-/healthy";
+
+/// The paths the server answers.
+enum Page {
+    Metrics,
+    Landing,
+    Ready,
+    Healthy,
 }
 
 /// Whether `Accept-Encoding` offers gzip (with a weight above 0).
@@ -329,14 +393,18 @@ async fn scrape(s: Arc<Shared>, gzip_it: bool) -> Response<Full<Bytes>> {
 }
 
 fn landing(s: &Shared) -> Response<Full<Bytes>> {
-    let ifaces: Vec<String> = s
-        .interfaces
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .attached()
-        .iter()
-        .map(|(name, mode)| format!("<li>{} ({mode} XDP)</li>", html_escape(name)))
-        .collect();
+    let ifaces: Vec<String> = s.monitoring.get().map_or_else(
+        || vec!["<li>none yet: starting</li>".to_string()],
+        |m| {
+            m.interfaces
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .attached()
+                .iter()
+                .map(|(name, mode)| format!("<li>{} ({mode} XDP)</li>", html_escape(name)))
+                .collect()
+        },
+    );
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>rstmon</title></head>\
          <body><h1>rstmon {}</h1><p>TCP reset monitor on Linux {}.</p>\
