@@ -51,11 +51,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         fail_render_file: std::env::var_os(server::FAIL_RENDER_ENV).map(Into::into),
         watch: hub.stats.clone(),
     });
-    for l in &listeners {
-        if let Ok(bound) = l.local_addr() {
-            info!(address = %bound, tls = tls.is_some(), "serving {}", args.telemetry_path);
-        }
-    }
+    // Logged once ready: a start that fails (a user error) prints its one error line.
+    let bound: Vec<_> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let with_tls = tls.is_some();
     let limits = http::Limits {
         read_header_timeout: args.read_header_timeout,
         idle_timeout: args.idle_timeout,
@@ -162,7 +160,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(drain::forward_kernel_log(logger, stop_rx.clone()));
     }
     let follower = follow(controller, stop_rx)?;
-    info!("ready: every family is exported ({})", server::READY_PATH);
+    for address in bound {
+        info!(%address, tls = with_tls, "serving {}", args.telemetry_path);
+    }
     let _ = server.await;
     shut_down(stop_tx, follower, drainer).await?;
     if let Some(streamer) = streamer {
