@@ -96,11 +96,36 @@ pub struct TraceOffsets {
     pub icsk_lrcvtime: u16,
     /// The kernel's CONFIG_HZ (jiffies per second), 0 when unknown (no idle times).
     pub hz: u16,
-    pub _pad: [u16; 2],
+    /// The span of `sk_buff` that holds `len`, the two header offsets, `head` and
+    /// `data`, read in one `bpf_probe_read_kernel` instead of five: its first byte, or
+    /// [`OFF_NONE`] when those fields span more than [`SKB_WINDOW_MAX`] bytes (then
+    /// each is read on its own).
+    pub skb_win: u16,
+    /// Its length in bytes (≤ [`SKB_WINDOW_MAX`]).
+    pub skb_win_len: u16,
 }
 const _: () = assert!(size_of::<TraceOffsets>() == 96);
 
 pub const OFF_NONE: u16 = u16::MAX;
+
+/// The most bytes of `sk_buff` read as one window ([`TraceOffsets::skb_win`]).
+pub const SKB_WINDOW_MAX: u16 = 128;
+
+/// The window of `fields` (offset, size in bytes): its first byte and length, or `None`
+/// when a field is missing ([`OFF_NONE`]) or they span more than [`SKB_WINDOW_MAX`].
+pub fn window(fields: &[(u16, u16)]) -> Option<(u16, u16)> {
+    let mut lo = u16::MAX;
+    let mut hi = 0u16;
+    for &(off, size) in fields {
+        if off == OFF_NONE {
+            return None;
+        }
+        lo = lo.min(off);
+        hi = hi.max(off.checked_add(size)?);
+    }
+    let len = hi.checked_sub(lo)?;
+    (len > 0 && len <= SKB_WINDOW_MAX).then_some((lo, len))
+}
 
 impl TraceOffsets {
     pub const NONE: Self = Self {
@@ -150,6 +175,22 @@ impl TraceOffsets {
         tp_lsndtime: OFF_NONE,
         icsk_lrcvtime: OFF_NONE,
         hz: 0,
-        _pad: [0; 2],
+        skb_win: OFF_NONE,
+        skb_win_len: 0,
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows() {
+        assert_eq!(window(&[(112, 4), (178, 2), (200, 8)]), Some((112, 96)));
+        assert_eq!(window(&[(8, 8)]), Some((8, 8)));
+        assert_eq!(window(&[(0, 4), (200, 8)]), None, "208 bytes > 128");
+        assert_eq!(window(&[(0, 4), (120, 8)]), Some((0, 128)));
+        assert_eq!(window(&[(0, 4), (OFF_NONE, 2)]), None);
+        assert_eq!(window(&[]), None);
+    }
 }

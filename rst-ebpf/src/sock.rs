@@ -88,6 +88,9 @@ fn set_from(a: &mut Attribution, source: u8, pid: u32, comm: *const [u8; 16]) {
 /// The scratch space of one reset (per CPU: the stack is too small for it), the
 /// `SCRATCH` map's value.
 pub(crate) struct Scratch {
+    /// A window of `sk_buff`, then the trigger's headers (trace.rs). First: a masked
+    /// read that runs past its end stays inside the value.
+    pub(crate) win: [u64; crate::trace::SKB_WIN_WORDS],
     pub(crate) attr: Attribution,
     pub(crate) conn: ConnInfo,
     /// The key a passive reset is announced under in `PENDING_RESETS` (trace.rs).

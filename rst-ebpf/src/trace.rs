@@ -24,7 +24,7 @@
 
 use core::{
     ffi::c_void,
-    ptr::{read_volatile, write_volatile},
+    ptr::{read_unaligned, read_volatile, write_volatile},
 };
 
 use aya_ebpf::{
@@ -37,8 +37,8 @@ use aya_log_ebpf::debug;
 use rst_common::{
     AF_INET, AF_INET6, EVENT_RECV, EVENT_SEND, FAMILY_IPV4, FAMILY_IPV6, NO_TRIGGER, OFF_NONE,
     ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN, PendingKey, PendingReset, REASON_UNAVAILABLE,
-    RecvKey, SEND_LINGER0, SEND_TRIG_DATA, SIDE_RECEIVED, SIDE_SENT, SendKey, Stat, TraceEvent,
-    TraceOffsets, recv_key_bits, send_key_bits, state,
+    RecvKey, SEND_LINGER0, SEND_TRIG_DATA, SIDE_RECEIVED, SIDE_SENT, SKB_WINDOW_MAX, SendKey,
+    Stat, TraceEvent, TraceOffsets, recv_key_bits, send_key_bits, state,
 };
 
 use crate::{
@@ -159,34 +159,107 @@ impl Source {
 
 /// The segment that triggered a reset, in the per-CPU scratch value (the send handler
 /// has no stack to spare): its TCP flags, whether it carries payload, where its
-/// headers start (`skb->head`) and its ports (host order). `valid` 0: no segment, or
-/// one that could not be read; every field is written either way.
+/// headers start (`skb->head`), its IP header (`skb->network_header`, [`u16::MAX`]
+/// when unset) and IP version (0 when not read yet) and its ports (host order).
+/// `valid` 0: no segment, or one that could not be read; every field is written either
+/// way.
 pub(crate) struct Trigger {
     pub(crate) head: u64,
     pub(crate) sport: u16,
     pub(crate) dport: u16,
+    pub(crate) nh: u16,
     pub(crate) flags: u8,
     pub(crate) payload: u8,
     pub(crate) valid: u8,
-    pub(crate) _pad: u8,
+    pub(crate) ver: u8,
+    pub(crate) _pad: [u8; 6],
 }
 
-/// Reads the trigger segment's TCP header (ports, flags, data offset) in one read, and
-/// whether it carries payload from `skb->data`/`skb->len`, into `t`. False (and `t`
-/// invalid) when the skb has no transport header or cannot be read.
+/// The bytes of `win` at `at` (masked into the window: the window is the first field
+/// of the scratch value, so a read that runs past its end stays inside the value).
 #[inline(always)]
-fn skb_segment(ctx: &RawTracePointContext, skb: u64, o: &TraceOffsets, t: &mut Trigger) -> bool {
+fn win_read<T>(win: &[u64; SKB_WIN_WORDS], at: usize) -> T {
+    // SAFETY: `at` is masked below the window's size and the scratch value extends
+    // past the window by more than any `T` read here (see `sock::Scratch`).
+    unsafe {
+        read_unaligned(
+            win.as_ptr()
+                .cast::<u8>()
+                .add(at & (SKB_WINDOW_MAX as usize - 1))
+                .cast::<T>(),
+        )
+    }
+}
+
+/// Words of the scratch window ([`SKB_WINDOW_MAX`] bytes).
+pub(crate) const SKB_WIN_WORDS: usize = SKB_WINDOW_MAX as usize / 8;
+
+/// `skb->head`, `->transport_header`, `->network_header`, `->data` and `->len`: one read
+/// of the window that holds them where the kernel's layout allows (TraceOffsets::
+/// skb_win), else one read each. `None` when head or the transport header cannot be
+/// read; an unreadable network header is [`u16::MAX`] (unset), unreadable data 0.
+#[inline(always)]
+fn skb_fields(
+    skb: u64,
+    o: &TraceOffsets,
+    win: &mut [u64; SKB_WIN_WORDS],
+) -> Option<(u64, u16, u16, u64, u32)> {
+    if o.skb_win != OFF_NONE {
+        let len = (o.skb_win_len as u32).min(SKB_WINDOW_MAX as u32);
+        // SAFETY: `win` is SKB_WINDOW_MAX writable bytes; the helper checks the source.
+        let rc = unsafe {
+            generated::bpf_probe_read_kernel(
+                win.as_mut_ptr().cast(),
+                len,
+                (skb + o.skb_win as u64) as *const c_void,
+            )
+        };
+        if rc != 0 {
+            return None;
+        }
+        let at = |off: u16| off.wrapping_sub(o.skb_win) as usize;
+        return Some((
+            win_read::<u64>(win, at(o.skb_head)),
+            win_read::<u16>(win, at(o.skb_transport_header)),
+            win_read::<u16>(win, at(o.skb_network_header)),
+            win_read::<u64>(win, at(o.skb_data)),
+            win_read::<u32>(win, at(o.skb_len)),
+        ));
+    }
+    let head = kread::<u64>(skb, o.skb_head)?;
+    let th = kread::<u16>(skb, o.skb_transport_header)?;
+    Some((
+        head,
+        th,
+        kread::<u16>(skb, o.skb_network_header).unwrap_or(u16::MAX),
+        kread::<u64>(skb, o.skb_data).unwrap_or(0),
+        kread::<u32>(skb, o.skb_len).unwrap_or(0),
+    ))
+}
+
+/// Reads the trigger segment's TCP header (ports, flags, data offset) and whether it
+/// carries payload (from `skb->data`/`skb->len`) into `x.seg`; the IP header too, in
+/// the same read, when it lies just before the TCP header (its version, for
+/// [`segment_source`]). False (and the trigger invalid) when the skb has no transport
+/// header or cannot be read.
+#[inline(always)]
+fn skb_segment(
+    ctx: &RawTracePointContext,
+    skb: u64,
+    o: &TraceOffsets,
+    x: &mut sock::Scratch,
+) -> bool {
+    let t = &mut x.seg;
     t.head = 0;
     t.sport = 0;
     t.dport = 0;
+    t.nh = u16::MAX;
     t.flags = 0;
     t.payload = 0;
     t.valid = 0;
-    t._pad = 0;
-    let (Some(head), Some(th)) = (
-        kread::<u64>(skb, o.skb_head),
-        kread::<u16>(skb, o.skb_transport_header),
-    ) else {
+    t.ver = 0;
+    t._pad = [0; 6];
+    let Some((head, th, nh, data, len)) = skb_fields(skb, o, &mut x.win) else {
         stat_add(Stat::ReadErrors);
         debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read skb {:x} head/transport_header", skb);
         return false;
@@ -195,23 +268,47 @@ fn skb_segment(ctx: &RawTracePointContext, skb: u64, o: &TraceOffsets, t: &mut T
         return false;
     }
     let th_addr = head + th as u64;
-    // SAFETY: bpf_probe_read_kernel checks the address.
-    let Ok(hdr) = (unsafe { bpf_probe_read_kernel(th_addr as *const [u8; 14]) }) else {
-        stat_add(Stat::ReadErrors);
-        debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the trigger's TCP header at {:x}", th_addr);
-        return false;
+    // The IP header and the TCP header's first 14 bytes in one read when they are
+    // adjacent and fit the window; else the TCP header alone.
+    let ip_len = if nh != u16::MAX && nh <= th { (th - nh) as u32 } else { u32::MAX };
+    let (hdr, ver) = if ip_len + 14 <= SKB_WINDOW_MAX as u32 {
+        // SAFETY: `x.win` is SKB_WINDOW_MAX writable bytes; the helper checks the source.
+        let rc = unsafe {
+            generated::bpf_probe_read_kernel(
+                x.win.as_mut_ptr().cast(),
+                ip_len + 14,
+                (head + nh as u64) as *const c_void,
+            )
+        };
+        if rc != 0 {
+            stat_add(Stat::ReadErrors);
+            debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the trigger's headers at {:x}", head + nh as u64);
+            return false;
+        }
+        (
+            win_read::<[u8; 14]>(&x.win, ip_len as usize),
+            win_read::<u8>(&x.win, 0) >> 4,
+        )
+    } else {
+        // SAFETY: bpf_probe_read_kernel checks the address.
+        let Ok(hdr) = (unsafe { bpf_probe_read_kernel(th_addr as *const [u8; 14]) }) else {
+            stat_add(Stat::ReadErrors);
+            debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the trigger's TCP header at {:x}", th_addr);
+            return false;
+        };
+        (hdr, 0)
     };
     let doff = ((hdr[12] >> 4) as u64) * 4;
     // skb->len counts from skb->data, which may sit before or at the TCP header.
-    let payload = match (kread::<u64>(skb, o.skb_data), kread::<u32>(skb, o.skb_len)) {
-        (Some(data), Some(len)) if data != 0 => data + len as u64 > th_addr + doff,
-        _ => false,
-    };
+    let payload = data != 0 && data + len as u64 > th_addr + doff;
+    let t = &mut x.seg;
     t.head = head;
     t.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
     t.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+    t.nh = nh;
     t.flags = hdr[13];
     t.payload = payload as u8;
+    t.ver = ver;
     t.valid = 1;
     true
 }
@@ -219,17 +316,22 @@ fn skb_segment(ctx: &RawTracePointContext, skb: u64, o: &TraceOffsets, t: &mut T
 /// The addresses of a reset without a full socket, from the trigger's IP header (its
 /// version, as the kernel decides); [`Source::NONE`] when it cannot be read.
 #[inline(always)]
-fn segment_source(skb: u64, t: &Trigger, o: &TraceOffsets) -> Source {
-    let Some(nh) = kread::<u16>(skb, o.skb_network_header).filter(|nh| *nh != u16::MAX) else {
+fn segment_source(t: &Trigger) -> Source {
+    if t.nh == u16::MAX {
         return Source::NONE;
-    };
-    let ip = t.head + nh as u64;
-    let Some(ver) = kread::<u8>(ip, 0) else {
-        return Source::NONE;
+    }
+    let ip = t.head + t.nh as u64;
+    let ver = if t.ver != 0 {
+        t.ver
+    } else {
+        match kread::<u8>(ip, 0) {
+            Some(v) => v >> 4,
+            None => return Source::NONE,
+        }
     };
     Source {
         kind: SRC_SEGMENT,
-        v6: ver >> 4 == 6,
+        v6: ver == 6,
         sport: t.sport,
         dport: t.dport,
         base: ip,
@@ -265,12 +367,11 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
     } else {
         0
     };
-    let seg = &mut x.seg;
     let trig_flags = if skb == 0 {
-        seg.valid = 0;
+        x.seg.valid = 0;
         NO_TRIGGER
-    } else if skb_segment(&ctx, skb, &o, seg) {
-        seg.flags
+    } else if skb_segment(&ctx, skb, &o, x) {
+        x.seg.flags
     } else {
         // Unreadable: flags 0.
         0
@@ -304,7 +405,7 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
         // A listener's peer is 0.0.0.0:0: the reset answers a segment (an ACK that no
         // request matches), whose addresses are the connection's.
         let trigger = if seg.valid != 0 && state == state::LISTEN {
-            segment_source(skb, seg, &o)
+            segment_source(seg)
         } else {
             Source::NONE
         };
@@ -321,7 +422,7 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
             }
         }
     } else if seg.valid != 0 {
-        let src = segment_source(skb, seg, &o);
+        let src = segment_source(seg);
         if src.kind == SRC_NONE {
             stat_add(Stat::ReadErrors);
             debug!(&ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the IP header of skb {:x}", skb);

@@ -191,6 +191,16 @@ pub fn probe_layout(btf: &Btf) -> Result<KernelLayout, KernelError> {
     o.skb_len = offset("sk_buff", &[&["len"]])?;
     o.skb_network_header = offset("sk_buff", &[&["network_header"]])?;
     o.skb_transport_header = offset("sk_buff", &[&["transport_header"]])?;
+    // One read for the five (head and data are pointers, len a u32, the headers u16s).
+    if let Some((lo, len)) = rst_common::window(&[
+        (o.skb_len, 4),
+        (o.skb_transport_header, 2),
+        (o.skb_network_header, 2),
+        (o.skb_head, 8),
+        (o.skb_data, 8),
+    ]) {
+        (o.skb_win, o.skb_win_len) = (lo, len);
+    }
     o.sock_linger_bit = btf
         .enum_values("sock_flags")
         .and_then(|v| v.into_iter().find(|(n, _)| n == "SOCK_LINGER"))
@@ -332,6 +342,8 @@ mod tests {
             ),
             (112, 178, 180, 192, 200)
         );
+        // len (112) to the end of data (208): one read of 96 bytes.
+        assert_eq!((o.skb_win, o.skb_win_len), (112, 96));
         assert_eq!(o.sock_linger_bit, 4);
         assert_eq!((o.tp_saw_tstamp_bit, o.tp_tstamp_ok_bit), (13952, 13953));
     }
