@@ -37,8 +37,8 @@ use aya_log_ebpf::debug;
 use rst_common::{
     AF_INET, AF_INET6, EVENT_RECV, EVENT_SEND, FAMILY_IPV4, FAMILY_IPV6, NO_TRIGGER, OFF_NONE,
     ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN, PendingKey, PendingReset, REASON_UNAVAILABLE,
-    RecvKey, SEND_LINGER0, SEND_TRIG_DATA, SIDE_RECEIVED, SIDE_SENT, SKB_WINDOW_MAX, SendKey,
-    Stat, TraceEvent, TraceOffsets, recv_key_bits, send_key_bits, state,
+    RecvKey, SEND_LINGER0, SEND_TRIG_DATA, SIDE_RECEIVED, SIDE_SENT, SKB_WINDOW_MAX, SendKey, Stat,
+    TraceEvent, TraceOffsets, recv_key_bits, send_key_bits, state,
 };
 
 use crate::{
@@ -270,7 +270,11 @@ fn skb_segment(
     let th_addr = head + th as u64;
     // The IP header and the TCP header's first 14 bytes in one read when they are
     // adjacent and fit the window; else the TCP header alone.
-    let ip_len = if nh != u16::MAX && nh <= th { (th - nh) as u32 } else { u32::MAX };
+    let ip_len = if nh != u16::MAX && nh <= th {
+        (th - nh) as u32
+    } else {
+        u32::MAX
+    };
     let (hdr, ver) = if ip_len + 14 <= SKB_WINDOW_MAX as u32 {
         // SAFETY: `x.win` is SKB_WINDOW_MAX writable bytes; the helper checks the source.
         let rc = unsafe {

@@ -40,10 +40,23 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String>
 
 #[test]
 fn watch_json_lines_parse_and_carry_the_cause() {
+    watch_json(false);
+}
+
+/// The same samples where the send handler reads each `sk_buff` field on its own (a
+/// kernel whose fields lie too far apart for one window; forced here).
+#[test]
+fn watch_json_lines_are_the_same_without_the_skb_window() {
+    watch_json(true);
+}
+
+fn watch_json(no_skb_window: bool) {
     let pair = Pair::new().expect("namespaces");
-    let mut child = pair
-        .a
-        .command(RSTMON)
+    let mut cmd = pair.a.command(RSTMON);
+    if no_skb_window {
+        cmd.env("RSTMON_TEST_NO_SKB_WINDOW", "1");
+    }
+    let mut child = cmd
         .args(["watch", "--json", "-i", &pair.a_if])
         .args(["--daemon-socket", NO_DAEMON])
         .stdin(Stdio::null())

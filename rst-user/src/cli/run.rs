@@ -52,7 +52,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         watch: hub.stats.clone(),
     });
     // Logged once ready: a start that fails (a user error) prints its one error line.
-    let bound: Vec<_> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let bound: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     let with_tls = tls.is_some();
     let limits = http::Limits {
         read_header_timeout: args.read_header_timeout,
