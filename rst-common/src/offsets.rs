@@ -103,13 +103,51 @@ pub struct TraceOffsets {
     pub skb_win: u16,
     /// Its length in bytes (≤ [`SKB_WINDOW_MAX`]).
     pub skb_win_len: u16,
+    /// The span of `tcp_sock` that holds the most of the connection context's fields
+    /// within [`TCP_WINDOW_MAX`] bytes ([`best_window`]), read in one
+    /// `bpf_probe_read_kernel`; a field outside it is read on its own. [`OFF_NONE`]:
+    /// every field on its own.
+    pub tp_win: u16,
+    pub tp_win_len: u16,
+    pub _pad: [u16; 2],
 }
-const _: () = assert!(size_of::<TraceOffsets>() == 96);
+const _: () = assert!(size_of::<TraceOffsets>() == 104);
 
 pub const OFF_NONE: u16 = u16::MAX;
 
 /// The most bytes of `sk_buff` read as one window ([`TraceOffsets::skb_win`]).
 pub const SKB_WINDOW_MAX: u16 = 128;
+
+/// The most bytes of `tcp_sock` read as one window ([`TraceOffsets::tp_win`]).
+pub const TCP_WINDOW_MAX: u16 = 512;
+
+/// The span of at most `max` bytes that holds the most of `fields` (offset, size in
+/// bytes; [`OFF_NONE`] ones left out), the lowest one on a tie: its first byte and
+/// length, or `None` when it would hold fewer than two (one read each is as cheap).
+pub fn best_window(fields: &[(u16, u16)], max: u16) -> Option<(u16, u16)> {
+    let mut best: Option<(usize, u16, u16)> = None;
+    for &(lo, _) in fields.iter().filter(|(o, _)| *o != OFF_NONE) {
+        let inside = |(o, n): &&(u16, u16)| {
+            *o != OFF_NONE && *o >= lo && o.saturating_add(*n) <= lo.saturating_add(max)
+        };
+        let count = fields.iter().filter(inside).count();
+        let hi = fields
+            .iter()
+            .filter(inside)
+            .map(|(o, n)| o + n)
+            .max()
+            .unwrap_or(lo);
+        let better = match best {
+            None => true,
+            Some((c, blo, _)) => count > c || (count == c && lo < blo),
+        };
+        if better {
+            best = Some((count, lo, hi - lo));
+        }
+    }
+    best.filter(|(count, _, _)| *count >= 2)
+        .map(|(_, lo, len)| (lo, len))
+}
 
 /// The window of `fields` (offset, size in bytes): its first byte and length, or `None`
 /// when a field is missing ([`OFF_NONE`]) or they span more than [`SKB_WINDOW_MAX`].
@@ -177,12 +215,46 @@ impl TraceOffsets {
         hz: 0,
         skb_win: OFF_NONE,
         skb_win_len: 0,
+        tp_win: OFF_NONE,
+        tp_win_len: 0,
+        _pad: [0; 2],
     };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_windows() {
+        // tcp_sock and icsk_ack.lrcvtime on 6.18.
+        let tp = [
+            (1752, 8),
+            (1824, 8),
+            (1760, 4),
+            (1536, 4),
+            (1664, 4),
+            (1464, 4),
+            (1576, 4),
+            (1668, 4),
+            (1672, 4),
+            (1680, 4),
+            (2200, 4),
+            (1724, 4),
+            (1584, 4),
+            (1264, 4),
+        ];
+        // Twelve of the fourteen either way: 1264..1764 (lrcvtime and the first eleven
+        // but one) or 1464..1832; the lower on a tie.
+        assert_eq!(best_window(&tp, 512), Some((1264, 500)));
+        assert_eq!(best_window(&tp, 1024), Some((1264, 940)));
+        assert_eq!(best_window(&[(8, 4), (OFF_NONE, 4), (600, 4)], 512), None);
+        assert_eq!(
+            best_window(&[(8, 4), (12, 4), (600, 4), (604, 4)], 512),
+            Some((8, 8))
+        );
+        assert_eq!(best_window(&[], 512), None);
+    }
 
     #[test]
     fn windows() {

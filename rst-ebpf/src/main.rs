@@ -100,7 +100,7 @@ pub(crate) static LISTENERS: LruHashMap<ListenKey, ListenInfo> =
     LruHashMap::with_max_entries(LISTEN_TABLE_ENTRIES, 0);
 /// One reset's attribution and connection context, per CPU (too big for the stack).
 /// Words of `sock::Scratch`.
-pub(crate) const SCRATCH_WORDS: usize = 37;
+pub(crate) const SCRATCH_WORDS: usize = 85;
 #[map(name = "SCRATCH")]
 pub(crate) static SCRATCH: PerCpuArray<[u64; SCRATCH_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "STATS")]

@@ -24,7 +24,7 @@ use rst_common::{
 
 use crate::{
     CONNS, HISTOGRAMS, LISTENERS, SCRATCH, SCRATCH_WORDS, WORKLOAD_COUNTERS,
-    trace::{kread, offsets},
+    trace::{WIN_WORDS, kread, offsets, read_window, win_read},
     util::{array_add, array_add_n, stat_add, try_count},
 };
 
@@ -88,9 +88,10 @@ fn set_from(a: &mut Attribution, source: u8, pid: u32, comm: *const [u8; 16]) {
 /// The scratch space of one reset (per CPU: the stack is too small for it), the
 /// `SCRATCH` map's value.
 pub(crate) struct Scratch {
-    /// A window of `sk_buff`, then the trigger's headers (trace.rs). First: a masked
-    /// read that runs past its end stays inside the value.
-    pub(crate) win: [u64; crate::trace::SKB_WIN_WORDS],
+    /// A window of `sk_buff`, then the trigger's headers (trace.rs), then one of
+    /// `tcp_sock` ([`conn_info`]). First: a masked read that runs past its end stays
+    /// inside the value.
+    pub(crate) win: [u64; crate::trace::WIN_WORDS],
     pub(crate) attr: Attribution,
     pub(crate) conn: ConnInfo,
     /// The key a passive reset is announced under in `PENDING_RESETS` (trace.rs).
@@ -223,6 +224,7 @@ pub(crate) fn no_conn(c: &mut ConnInfo) {
 #[inline(always)]
 pub(crate) fn conn_info(
     c: &mut ConnInfo,
+    win: &mut [u64; WIN_WORDS],
     sk: u64,
     st: u8,
     start: Option<*const ConnStart>,
@@ -232,9 +234,30 @@ pub(crate) fn conn_info(
     if st == state::SYN_SENT || st == state::LISTEN || o.tp_bytes_received == OFF_NONE {
         return;
     }
-    let u32_at = |off: u16| kread::<u32>(sk, off).unwrap_or(0);
-    c.bytes_received = kread::<u64>(sk, o.tp_bytes_received).unwrap_or(0);
-    c.bytes_acked = kread::<u64>(sk, o.tp_bytes_acked).unwrap_or(0);
+    // The window's fields from one read, the others one read each (all offsets are
+    // load-time constants: the verifier keeps one branch per field).
+    let windowed = o.tp_win != OFF_NONE && read_window(win, sk, o.tp_win, o.tp_win_len);
+    let inside = |off: u16, n: u16| {
+        windowed
+            && off >= o.tp_win
+            && off as u32 + n as u32 <= o.tp_win as u32 + o.tp_win_len as u32
+    };
+    let u32_at = |off: u16| {
+        if inside(off, 4) {
+            win_read::<u32>(win, off.wrapping_sub(o.tp_win) as usize)
+        } else {
+            kread::<u32>(sk, off).unwrap_or(0)
+        }
+    };
+    let u64_at = |off: u16| {
+        if inside(off, 8) {
+            win_read::<u64>(win, off.wrapping_sub(o.tp_win) as usize)
+        } else {
+            kread::<u64>(sk, off).unwrap_or(0)
+        }
+    };
+    c.bytes_received = u64_at(o.tp_bytes_received);
+    c.bytes_acked = u64_at(o.tp_bytes_acked);
     c.segs_in = u32_at(o.tp_segs_in);
     c.segs_out = u32_at(o.tp_segs_out);
     c.unread = u32_at(o.tp_rcv_nxt).wrapping_sub(u32_at(o.tp_copied_seq));

@@ -38,7 +38,7 @@ use rst_common::{
     AF_INET, AF_INET6, EVENT_RECV, EVENT_SEND, FAMILY_IPV4, FAMILY_IPV6, NO_TRIGGER, OFF_NONE,
     ORIGIN_SOCKET, ORIGIN_STATELESS, ORIGIN_UNKNOWN, PendingKey, PendingReset, REASON_UNAVAILABLE,
     RecvKey, SEND_LINGER0, SEND_TRIG_DATA, SIDE_RECEIVED, SIDE_SENT, SKB_WINDOW_MAX, SendKey, Stat,
-    TraceEvent, TraceOffsets, recv_key_bits, send_key_bits, state,
+    TCP_WINDOW_MAX, TraceEvent, TraceOffsets, recv_key_bits, send_key_bits, state,
 };
 
 use crate::{
@@ -178,21 +178,37 @@ pub(crate) struct Trigger {
 /// The bytes of `win` at `at` (masked into the window: the window is the first field
 /// of the scratch value, so a read that runs past its end stays inside the value).
 #[inline(always)]
-fn win_read<T>(win: &[u64; SKB_WIN_WORDS], at: usize) -> T {
+pub(crate) fn win_read<T>(win: &[u64; WIN_WORDS], at: usize) -> T {
     // SAFETY: `at` is masked below the window's size and the scratch value extends
     // past the window by more than any `T` read here (see `sock::Scratch`).
     unsafe {
         read_unaligned(
             win.as_ptr()
                 .cast::<u8>()
-                .add(at & (SKB_WINDOW_MAX as usize - 1))
+                .add(at & (WIN_WORDS * 8 - 1))
                 .cast::<T>(),
         )
     }
 }
 
-/// Words of the scratch window ([`SKB_WINDOW_MAX`] bytes).
-pub(crate) const SKB_WIN_WORDS: usize = SKB_WINDOW_MAX as usize / 8;
+/// Words of the scratch window: the largest window read into it
+/// ([`TCP_WINDOW_MAX`] bytes; [`SKB_WINDOW_MAX`] is smaller).
+pub(crate) const WIN_WORDS: usize = TCP_WINDOW_MAX as usize / 8;
+const _: () = assert!(WIN_WORDS.is_power_of_two() && SKB_WINDOW_MAX <= TCP_WINDOW_MAX);
+
+/// Reads `len` bytes of the kernel object at `base + off` into `win` (at most its size).
+#[inline(always)]
+pub(crate) fn read_window(win: &mut [u64; WIN_WORDS], base: u64, off: u16, len: u16) -> bool {
+    let len = (len as u32).min(WIN_WORDS as u32 * 8);
+    // SAFETY: `win` is WIN_WORDS * 8 writable bytes; the helper checks the source.
+    unsafe {
+        generated::bpf_probe_read_kernel(
+            win.as_mut_ptr().cast(),
+            len,
+            (base + off as u64) as *const c_void,
+        ) == 0
+    }
+}
 
 /// `skb->head`, `->transport_header`, `->network_header`, `->data` and `->len`: one read
 /// of the window that holds them where the kernel's layout allows (TraceOffsets::
@@ -202,19 +218,10 @@ pub(crate) const SKB_WIN_WORDS: usize = SKB_WINDOW_MAX as usize / 8;
 fn skb_fields(
     skb: u64,
     o: &TraceOffsets,
-    win: &mut [u64; SKB_WIN_WORDS],
+    win: &mut [u64; WIN_WORDS],
 ) -> Option<(u64, u16, u16, u64, u32)> {
     if o.skb_win != OFF_NONE {
-        let len = (o.skb_win_len as u32).min(SKB_WINDOW_MAX as u32);
-        // SAFETY: `win` is SKB_WINDOW_MAX writable bytes; the helper checks the source.
-        let rc = unsafe {
-            generated::bpf_probe_read_kernel(
-                win.as_mut_ptr().cast(),
-                len,
-                (skb + o.skb_win as u64) as *const c_void,
-            )
-        };
-        if rc != 0 {
+        if !read_window(win, skb, o.skb_win, o.skb_win_len.min(SKB_WINDOW_MAX)) {
             return None;
         }
         let at = |off: u16| off.wrapping_sub(o.skb_win) as usize;
@@ -276,15 +283,7 @@ fn skb_segment(
         u32::MAX
     };
     let (hdr, ver) = if ip_len + 14 <= SKB_WINDOW_MAX as u32 {
-        // SAFETY: `x.win` is SKB_WINDOW_MAX writable bytes; the helper checks the source.
-        let rc = unsafe {
-            generated::bpf_probe_read_kernel(
-                x.win.as_mut_ptr().cast(),
-                ip_len + 14,
-                (head + nh as u64) as *const c_void,
-            )
-        };
-        if rc != 0 {
+        if !read_window(&mut x.win, head, nh, ip_len as u16 + 14) {
             stat_add(Stat::ReadErrors);
             debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the trigger's headers at {:x}", head + nh as u64);
             return false;
@@ -459,7 +458,7 @@ pub fn rstmon_send_reset(ctx: RawTracePointContext) -> u32 {
     }
     let start = sock::attribute_send(&mut x.attr, sk, skb, state, full, &o);
     if full {
-        sock::conn_info(&mut x.conn, sk, state, start, &o);
+        sock::conn_info(&mut x.conn, &mut x.win, sk, state, start, &o);
     } else {
         sock::no_conn(&mut x.conn);
     }
@@ -518,7 +517,7 @@ pub fn rstmon_receive_reset(ctx: RawTracePointContext) -> u32 {
         return 0;
     };
     let start = sock::attribute_recv(&mut x.attr, sk, &o);
-    sock::conn_info(&mut x.conn, sk, state, start, &o);
+    sock::conn_info(&mut x.conn, &mut x.win, sk, state, start, &o);
     sock::account(SIDE_RECEIVED, recv_key_bits(key), &x.attr, &x.conn);
     if !emit(EVENT_RECV, key, src, x, &o) {
         stat_add(Stat::ReadErrors);

@@ -27,9 +27,9 @@ use crate::{
     kernel::{self, KernelError, KernelLayout, RECV_RESET_TP, SEND_RESET_TP, SET_STATE_TP},
 };
 
-/// When set, the programs read each `sk_buff` field on its own instead of one window
-/// (`TraceOffsets::skb_win`), as on a kernel whose fields lie too far apart: how the
-/// tests reach that path. A testing aid, not a user setting.
+/// When set, the programs read each `sk_buff` and `tcp_sock` field on its own instead
+/// of one window (`TraceOffsets::skb_win`, `tp_win`), as on a kernel whose fields lie
+/// too far apart: how the tests reach that path. A testing aid, not a user setting.
 pub const NO_SKB_WINDOW_ENV: &str = "RSTMON_TEST_NO_SKB_WINDOW";
 
 /// The compiled eBPF object, built by build.rs.
@@ -190,6 +190,7 @@ impl Monitor {
         if std::env::var_os(NO_SKB_WINDOW_ENV).is_some() {
             // The path of a kernel whose sk_buff fields lie too far apart.
             offsets.skb_win = rst_common::OFF_NONE;
+            offsets.tp_win = rst_common::OFF_NONE;
         }
         // The object has no CO-RE relocations (offsets come from rstmon's own BTF probe
         // as globals): aya need not parse the kernel's BTF, most of start-up's peak memory.

@@ -244,6 +244,26 @@ pub fn probe_layout(btf: &Btf) -> Result<KernelLayout, KernelError> {
     o.tp_rcv_tstamp = tp("rcv_tstamp");
     o.tp_lsndtime = tp("lsndtime");
     o.icsk_lrcvtime = opt("tcp_sock", &[&["inet_conn", "icsk_ack", "lrcvtime"]]);
+    // One read for the most of them (the two 8-byte counters, the rest u32s).
+    let tp_fields = [
+        (o.tp_bytes_received, 8),
+        (o.tp_bytes_acked, 8),
+        (o.tp_segs_in, 4),
+        (o.tp_segs_out, 4),
+        (o.tp_rcv_nxt, 4),
+        (o.tp_copied_seq, 4),
+        (o.tp_write_seq, 4),
+        (o.tp_snd_nxt, 4),
+        (o.tp_snd_una, 4),
+        (o.tp_srtt_us, 4),
+        (o.tp_total_retrans, 4),
+        (o.tp_rcv_tstamp, 4),
+        (o.tp_lsndtime, 4),
+        (o.icsk_lrcvtime, 4),
+    ];
+    if let Some((lo, len)) = rst_common::best_window(&tp_fields, rst_common::TCP_WINDOW_MAX) {
+        (o.tp_win, o.tp_win_len) = (lo, len);
+    }
     let has_set_state = btf.tracepoint_args(SET_STATE_TP) == Some(3)
         && o.sk_protocol != OFF_NONE
         && o.sk_num != OFF_NONE;

@@ -101,12 +101,12 @@ pub struct WatchJson {
 impl WatchJson {
     /// Starts it and waits until it says it is watching (60 s at most).
     pub fn start(ns: &Ns, iface: &str) -> Self {
-        Self::start_with(ns, iface, &[])
+        Self::start_with(ns, iface, &[], &[])
     }
 
     /// [`WatchJson::start`] through `sh WRAPPER_ARGS... BIN watch ...` when
-    /// `wrapper_args` is not empty (the wrapper must exec its `$0`).
-    pub fn start_with(ns: &Ns, iface: &str, wrapper_args: &[&str]) -> Self {
+    /// `wrapper_args` is not empty (the wrapper must exec its `$0`), with `envs` set.
+    pub fn start_with(ns: &Ns, iface: &str, wrapper_args: &[&str], envs: &[(&str, &str)]) -> Self {
         use std::{
             io::{BufRead as _, BufReader},
             process::Stdio,
@@ -121,6 +121,7 @@ impl WatchJson {
             c
         };
         let mut child = cmd
+            .envs(envs.iter().copied())
             .args(["watch", "--standalone", "--json", "-i", iface])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
