@@ -14,7 +14,7 @@ use super::family::{Kind, escape, write_header};
 use crate::{
     attach::controller::Interfaces,
     classify::Family,
-    sources::{egress, wire},
+    sources::{egress, verdict, wire},
 };
 
 /// One monitored interface.
@@ -62,6 +62,56 @@ struct WireCombo {
     index: usize,
 }
 
+/// A per-interface family labelled `family`, `interface` and one more label that sorts
+/// after them (`verdict`, `signal`), from [`verdict::Rows`].
+#[derive(Debug, Default)]
+struct ByFamily {
+    metric: &'static str,
+    help: &'static str,
+    /// Column within a family's [`verdict::PER_FAMILY`] counters of each value of the
+    /// last label, in label order.
+    columns: Vec<usize>,
+    /// Family-major, then by group: row `(family * groups + group) * columns + k`.
+    rows: Rows,
+}
+
+impl ByFamily {
+    fn new(
+        metric: &'static str,
+        help: &'static str,
+        label: &'static str,
+        values: &[(usize, &'static str)],
+        groups: &[(String, Range<usize>)],
+    ) -> Self {
+        debug_assert!(
+            label > "interface",
+            "{metric}: rows are written in label order"
+        );
+        let mut values = values.to_vec();
+        values.sort_by_key(|(_, l)| *l);
+        let mut rows = Rows::default();
+        for fam in Family::ALL {
+            for (name, _) in groups {
+                for (_, value) in &values {
+                    let labels = [
+                        ("family", fam.label()),
+                        ("interface", name.as_str()),
+                        (label, value),
+                    ];
+                    open_row(&mut rows.text, metric, &labels);
+                    rows.end_row();
+                }
+            }
+        }
+        Self {
+            metric,
+            help,
+            columns: values.into_iter().map(|(c, _)| c).collect(),
+            rows,
+        }
+    }
+}
+
 /// The monitored interfaces and the text of their series.
 #[derive(Debug, Default)]
 pub struct IfaceTable {
@@ -85,6 +135,9 @@ pub struct IfaceTable {
     /// Family-major: row `family * tc_groups + k`.
     forwarded_rows: Rows,
     forwarded_other: Rows,
+    /// `rstmon_wire_reset_verdicts_total` and `rstmon_suspect_resets_total`.
+    verdicts: ByFamily,
+    suspects: ByFamily,
     /// The whole `rstmon_xdp_attached` and `rstmon_tc_attached` families (empty when no
     /// interface has one).
     xdp_attached: String,
@@ -209,6 +262,26 @@ impl IfaceTable {
             }
             out
         };
+        let columns = |kind, values: &[(u8, &'static str)]| -> Vec<(usize, &'static str)> {
+            values
+                .iter()
+                .filter_map(|(v, l)| Some((verdict::column(0, kind, *v)?, *l)))
+                .collect()
+        };
+        let verdicts = ByFamily::new(
+            verdict::VERDICT_METRIC,
+            verdict::VERDICT_HELP,
+            "verdict",
+            &columns(rst_common::KIND_VERDICT, &verdict::VERDICTS),
+            &groups,
+        );
+        let suspects = ByFamily::new(
+            verdict::SUSPECT_METRIC,
+            verdict::SUSPECT_HELP,
+            "signal",
+            &columns(rst_common::KIND_SIGNAL, &verdict::SIGNALS),
+            &groups,
+        );
         let xdp_attached = attached(XDP_ATTACHED, XDP_ATTACHED_HELP, &|i| Some(i.mode));
         let tc_attached = attached(TC_ATTACHED, TC_ATTACHED_HELP, &|i| i.tc);
         Self {
@@ -223,6 +296,8 @@ impl IfaceTable {
             wire_other,
             forwarded_rows,
             forwarded_other,
+            verdicts,
+            suspects,
             xdp_attached,
             tc_attached,
         }
@@ -362,6 +437,35 @@ impl IfaceTable {
         }
     }
 
+    /// `rstmon_wire_reset_verdicts_total` of these interfaces, `rows` aligned with
+    /// [`IfaceTable::ifaces`]. Nothing without interfaces.
+    pub fn write_verdicts(&self, out: &mut String, rows: &[[u64; verdict::COUNTERS]]) {
+        self.write_by_family(out, &self.verdicts, rows);
+    }
+
+    /// `rstmon_suspect_resets_total` of these interfaces, as [`Self::write_verdicts`].
+    pub fn write_suspects(&self, out: &mut String, rows: &[[u64; verdict::COUNTERS]]) {
+        self.write_by_family(out, &self.suspects, rows);
+    }
+
+    fn write_by_family(&self, out: &mut String, f: &ByFamily, rows: &[[u64; verdict::COUNTERS]]) {
+        if self.groups.is_empty() {
+            return;
+        }
+        write_header(out, f.metric, f.help, Kind::Counter);
+        let n = self.groups.len();
+        let mut row = 0;
+        for v6 in 0..Family::ALL.len() {
+            for g in 0..n {
+                for &c in &f.columns {
+                    let v = self.group_sum(g, rows, |r| r[v6 * verdict::PER_FAMILY + c]);
+                    write_row(out, f.rows.get(row), v);
+                    row += 1;
+                }
+            }
+        }
+    }
+
     /// `rstmon_xdp_attached` (nothing without interfaces).
     pub fn write_xdp_attached(&self, out: &mut String) {
         out.push_str(&self.xdp_attached);
@@ -421,8 +525,49 @@ mod tests {
         wire_un: &[u64; 8],
         fwd: &[[u64; 2]],
         fwd_un: &[u64; 2],
+        verdicts: &[[u64; verdict::COUNTERS]],
     ) -> String {
         let mut out = String::new();
+        // As the verdict families were built before they had cached text.
+        for (metric, help, label, kind, values) in [
+            (
+                verdict::VERDICT_METRIC,
+                verdict::VERDICT_HELP,
+                "verdict",
+                rst_common::KIND_VERDICT,
+                &verdict::VERDICTS,
+            ),
+            (
+                verdict::SUSPECT_METRIC,
+                verdict::SUSPECT_HELP,
+                "signal",
+                rst_common::KIND_SIGNAL,
+                &verdict::SIGNALS,
+            ),
+        ] {
+            let labels: &'static [&'static str] = if label == "verdict" {
+                &["interface", "family", "verdict"]
+            } else {
+                &["interface", "family", "signal"]
+            };
+            let mut f = FamilyBuilder::new(metric, help, Kind::Counter, labels);
+            let mut rows: std::collections::BTreeMap<(&str, &str, &str), u64> = Default::default();
+            for (i, x) in t.ifaces().iter().enumerate() {
+                for (v6, fam) in Family::ALL.iter().enumerate() {
+                    for (v, l) in values {
+                        let c = verdict::column(v6, kind, *v).unwrap();
+                        *rows.entry((fam.label(), x.name.as_str(), l)).or_default() +=
+                            verdicts[i][c];
+                    }
+                }
+            }
+            for ((fam, iface, l), n) in rows {
+                f.add(&[iface, fam, l], n);
+            }
+            if !f.is_empty() {
+                f.write(&mut out);
+            }
+        }
         let mut w = FamilyBuilder::new(
             wire::METRIC,
             wire::HELP,
@@ -500,8 +645,11 @@ mod tests {
         wire_un: &[u64; 8],
         fwd: &[[u64; 2]],
         fwd_un: &[u64; 2],
+        verdicts: &[[u64; verdict::COUNTERS]],
     ) -> String {
         let mut out = String::new();
+        t.write_verdicts(&mut out, verdicts);
+        t.write_suspects(&mut out, verdicts);
         t.write_wire(&mut out, wire_counts, wire_un);
         t.write_forwarded(&mut out, fwd, fwd_un);
         t.write_xdp_attached(&mut out);
@@ -535,9 +683,12 @@ mod tests {
                 .map(|i| std::array::from_fn(|k| (i * 10 + k) as u64 * 7 % 5))
                 .collect();
             let fwd: Vec<[u64; 2]> = (0..n).map(|i| [i as u64, 2 * i as u64 + 1]).collect();
+            let verdicts: Vec<[u64; verdict::COUNTERS]> = (0..n)
+                .map(|i| std::array::from_fn(|k| (i * 13 + k * 3) as u64 % 7))
+                .collect();
             for (wire_un, fwd_un) in [([0; 8], [0; 2]), ([0, 4, 0, 0, 0, 0, 1, 0], [3, 0])] {
-                let want = reference(&t, &wire_counts, &wire_un, &fwd, &fwd_un);
-                let got = ours(&t, &wire_counts, &wire_un, &fwd, &fwd_un);
+                let want = reference(&t, &wire_counts, &wire_un, &fwd, &fwd_un, &verdicts);
+                let got = ours(&t, &wire_counts, &wire_un, &fwd, &fwd_un, &verdicts);
                 assert_eq!(got, want, "interfaces {set:?}");
             }
         }
