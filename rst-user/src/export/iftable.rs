@@ -50,6 +50,16 @@ impl Rows {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.text[start..self.ends[i]]
     }
+
+    /// Rows `from..`, in order.
+    fn from(&self, from: usize) -> impl Iterator<Item = &str> {
+        let mut start = if from == 0 { 0 } else { self.ends[from - 1] };
+        self.ends[from..].iter().map(move |&end| {
+            let row = &self.text[start..end];
+            start = end;
+            row
+        })
+    }
 }
 
 /// One `(direction, family, flags)` combination of the wire family, in label order.
@@ -348,7 +358,12 @@ impl IfaceTable {
 
     /// Sum of `value(counts[i])` over the interfaces `i` of group `g`.
     fn group_sum<T>(&self, g: usize, counts: &[T], value: impl Fn(&T) -> u64) -> u64 {
-        self.by_name[self.groups[g].1.clone()]
+        let members = &self.groups[g].1;
+        if members.len() == 1 {
+            // Nearly always: a name is one interface's.
+            return counts.get(self.by_name[members.start]).map_or(0, value);
+        }
+        self.by_name[members.clone()]
             .iter()
             .filter_map(|&i| counts.get(i))
             .map(value)
@@ -361,14 +376,14 @@ impl IfaceTable {
         &'t self,
         out: &mut String,
         groups: &[usize],
-        row: impl Fn(usize) -> &'t str,
+        mut rows: impl Iterator<Item = &'t str>,
         other_row: &str,
         value: impl Fn(usize) -> u64,
         other: u64,
     ) {
         let merge = self.other_group.filter(|g| groups.binary_search(g).is_ok());
         let mut other_left = other > 0 && merge.is_none();
-        for (k, &g) in groups.iter().enumerate() {
+        for &g in groups {
             if other_left && g >= self.other_pos {
                 write_row(out, other_row, other);
                 other_left = false;
@@ -377,7 +392,7 @@ impl IfaceTable {
             if Some(g) == merge {
                 v += other;
             }
-            write_row(out, row(k), v);
+            write_row(out, rows.next().unwrap_or_default(), v);
         }
         if other_left {
             write_row(out, other_row, other);
@@ -403,7 +418,7 @@ impl IfaceTable {
             self.write_rows(
                 out,
                 &all,
-                |k| self.wire_rows.get(c * n + k),
+                self.wire_rows.from(c * n),
                 self.wire_other.get(c),
                 |g| self.group_sum(g, counts, |v| v[combo.index]),
                 unattributed[combo.index],
@@ -429,7 +444,7 @@ impl IfaceTable {
             self.write_rows(
                 out,
                 &self.tc_groups,
-                |k| self.forwarded_rows.get(v6 * n + k),
+                self.forwarded_rows.from(v6 * n),
                 self.forwarded_other.get(v6),
                 |g| self.group_sum(g, counts, |v| v[v6]),
                 unattributed[v6],
@@ -453,14 +468,13 @@ impl IfaceTable {
             return;
         }
         write_header(out, f.metric, f.help, Kind::Counter);
-        let n = self.groups.len();
-        let mut row = 0;
+        let mut text = f.rows.from(0);
         for v6 in 0..Family::ALL.len() {
-            for g in 0..n {
+            let at = v6 * verdict::PER_FAMILY;
+            for g in 0..self.groups.len() {
                 for &c in &f.columns {
-                    let v = self.group_sum(g, rows, |r| r[v6 * verdict::PER_FAMILY + c]);
-                    write_row(out, f.rows.get(row), v);
-                    row += 1;
+                    let v = self.group_sum(g, rows, |r| r[at + c]);
+                    write_row(out, text.next().unwrap_or_default(), v);
                 }
             }
         }
@@ -486,6 +500,11 @@ fn write_row(out: &mut String, prefix: &str, v: u64) {
 
 /// Appends `v` in decimal (what `{}` writes, without the formatting machinery).
 pub fn push_u64(out: &mut String, mut v: u64) {
+    if v < 10 {
+        // Most counters of most interfaces.
+        out.push(char::from(b'0' + v as u8));
+        return;
+    }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {

@@ -138,7 +138,7 @@ pub struct Counters {
     pub(crate) recv: PerCpuHashMap<MapData, RecvKey, u64>,
     pub(crate) stats: PerCpuArray<MapData, u64>,
     /// `WORKLOAD_COUNTERS`: exact resets by cgroup, namespace, side and key.
-    pub(crate) workloads: PerCpuHashMap<MapData, WorkloadKey, u64>,
+    pub(crate) workloads: sources::workload::Maps,
     /// `HISTOGRAMS`: idle and age, per side.
     pub(crate) histograms: PerCpuArray<MapData, u64>,
     /// Possible CPUs: the number of values of each per-CPU entry.
