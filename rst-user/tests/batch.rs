@@ -90,11 +90,17 @@ fn workload_counts_are_exact_between_scans() {
             .collect::<Vec<_>>()
     };
     let n = ncpus as u64;
-    assert!(workload::collect(&maps, ncpus).is_empty(), "a new map is empty");
+    assert!(
+        workload::collect(&maps, ncpus).is_empty(),
+        "a new map is empty"
+    );
     assert!(workload::collect(&maps, ncpus).is_empty());
     set(&mut map, 0, 1);
     set(&mut map, 1, 2);
-    assert_eq!(sorted(workload::collect(&maps, ncpus)), [(0, n), (1, 2 * n)]);
+    assert_eq!(
+        sorted(workload::collect(&maps, ncpus)),
+        [(0, n), (1, 2 * n)]
+    );
     // Values move, no key is added: read key by key where memlock counts elements.
     for round in 2..5 {
         set(&mut map, 1, round);
@@ -116,7 +122,10 @@ fn workload_counts_are_exact_between_scans() {
         [(0, 9 * n), (1, 4 * n), (2, 5 * n)]
     );
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    let mut v = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut v = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
     if (major, minor) >= (6, 4) {
         assert!(
