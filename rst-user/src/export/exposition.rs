@@ -27,8 +27,6 @@ impl Snapshot {
             sources::sent::family(self),
             sources::received::family(self),
             sources::egress::family(self),
-            sources::verdict::verdict_family(self),
-            sources::verdict::suspect_family(self),
             sources::workload::family(&self.workloads),
             sources::workload::overflow_family(&self.workloads),
         ];
@@ -124,7 +122,7 @@ impl Snapshot {
         // The per-interface families and the histograms are written by hand, each in
         // its place in name order.
         let t = &self.ifaces;
-        let by_hand: [(&str, &Writer); 5] = [
+        let by_hand: [(&str, &Writer); 7] = [
             (sources::wire::METRIC, &|o| {
                 t.write_wire(o, &self.wire, &self.wire_unattributed);
             }),
@@ -135,6 +133,12 @@ impl Snapshot {
                     &self.egress.forwarded_unattributed,
                 );
             }),
+            (sources::verdict::VERDICT_METRIC, &|o| {
+                t.write_verdicts(o, &self.verdicts);
+            }),
+            (sources::verdict::SUSPECT_METRIC, &|o| {
+                t.write_suspects(o, &self.verdicts);
+            }),
             (iftable::XDP_ATTACHED, &|o| t.write_xdp_attached(o)),
             (iftable::TC_ATTACHED, &|o| t.write_tc_attached(o)),
             (sources::workload::AGE, &|o| {
@@ -144,7 +148,7 @@ impl Snapshot {
         let mut parts: Vec<Part<'_, '_>> = families.into_iter().map(Part::Built).collect();
         parts.extend(by_hand.into_iter().map(|(name, f)| Part::ByHand(name, f)));
         parts.sort_by_key(Part::name);
-        let series: usize = parts.iter().map(Part::len).sum::<usize>() + t.len() * 13;
+        let series: usize = parts.iter().map(Part::len).sum::<usize>() + t.len() * 25;
         let mut out = String::with_capacity(series * 96 + parts.len() * 160 + 8192);
         for p in parts {
             match p {
@@ -222,14 +226,15 @@ mod tests {
             .insert((rst_common::EGRESS_FIREWALL, Family::Ipv6, false), 2);
         s.egress.forwarded = vec![[1, 0]];
         // The 3 ingress RSTs: 2 taken by a socket (one with a foreign TTL), 1 ignored.
+        let mut verdicts = [0; sources::verdict::COUNTERS];
         for (kind, value, n) in [
             (rst_common::KIND_VERDICT, rst_common::VERDICT_ACCEPTED, 2),
             (rst_common::KIND_VERDICT, rst_common::VERDICT_IGNORED, 1),
             (rst_common::KIND_SIGNAL, rst_common::SIGNAL_TTL, 1),
         ] {
-            s.verdicts
-                .insert(("veth0".into(), Family::Ipv4, kind, value), n);
+            verdicts[sources::verdict::column(0, kind, value).unwrap()] = n;
         }
+        s.verdicts = vec![verdicts];
         s.kernel.set(Stat::WireSampled, 3);
         s.user.wire_received = 3;
         s.workloads

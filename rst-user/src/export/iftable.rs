@@ -14,7 +14,7 @@ use super::family::{Kind, escape, write_header};
 use crate::{
     attach::controller::Interfaces,
     classify::Family,
-    sources::{egress, wire},
+    sources::{egress, verdict, wire},
 };
 
 /// One monitored interface.
@@ -50,6 +50,16 @@ impl Rows {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.text[start..self.ends[i]]
     }
+
+    /// Rows `from..`, in order.
+    fn from(&self, from: usize) -> impl Iterator<Item = &str> {
+        let mut start = if from == 0 { 0 } else { self.ends[from - 1] };
+        self.ends[from..].iter().map(move |&end| {
+            let row = &self.text[start..end];
+            start = end;
+            row
+        })
+    }
 }
 
 /// One `(direction, family, flags)` combination of the wire family, in label order.
@@ -60,6 +70,56 @@ struct WireCombo {
     flags: &'static str,
     /// Index of the counter within a slot (`wire_slot_index(0, …)`).
     index: usize,
+}
+
+/// A per-interface family labelled `family`, `interface` and one more label that sorts
+/// after them (`verdict`, `signal`), from [`verdict::Rows`].
+#[derive(Debug, Default)]
+struct ByFamily {
+    metric: &'static str,
+    help: &'static str,
+    /// Column within a family's [`verdict::PER_FAMILY`] counters of each value of the
+    /// last label, in label order.
+    columns: Vec<usize>,
+    /// Family-major, then by group: row `(family * groups + group) * columns + k`.
+    rows: Rows,
+}
+
+impl ByFamily {
+    fn new(
+        metric: &'static str,
+        help: &'static str,
+        label: &'static str,
+        values: &[(usize, &'static str)],
+        groups: &[(String, Range<usize>)],
+    ) -> Self {
+        debug_assert!(
+            label > "interface",
+            "{metric}: rows are written in label order"
+        );
+        let mut values = values.to_vec();
+        values.sort_by_key(|(_, l)| *l);
+        let mut rows = Rows::default();
+        for fam in Family::ALL {
+            for (name, _) in groups {
+                for (_, value) in &values {
+                    let labels = [
+                        ("family", fam.label()),
+                        ("interface", name.as_str()),
+                        (label, value),
+                    ];
+                    open_row(&mut rows.text, metric, &labels);
+                    rows.end_row();
+                }
+            }
+        }
+        Self {
+            metric,
+            help,
+            columns: values.into_iter().map(|(c, _)| c).collect(),
+            rows,
+        }
+    }
 }
 
 /// The monitored interfaces and the text of their series.
@@ -85,6 +145,9 @@ pub struct IfaceTable {
     /// Family-major: row `family * tc_groups + k`.
     forwarded_rows: Rows,
     forwarded_other: Rows,
+    /// `rstmon_wire_reset_verdicts_total` and `rstmon_suspect_resets_total`.
+    verdicts: ByFamily,
+    suspects: ByFamily,
     /// The whole `rstmon_xdp_attached` and `rstmon_tc_attached` families (empty when no
     /// interface has one).
     xdp_attached: String,
@@ -209,6 +272,26 @@ impl IfaceTable {
             }
             out
         };
+        let columns = |kind, values: &[(u8, &'static str)]| -> Vec<(usize, &'static str)> {
+            values
+                .iter()
+                .filter_map(|(v, l)| Some((verdict::column(0, kind, *v)?, *l)))
+                .collect()
+        };
+        let verdicts = ByFamily::new(
+            verdict::VERDICT_METRIC,
+            verdict::VERDICT_HELP,
+            "verdict",
+            &columns(rst_common::KIND_VERDICT, &verdict::VERDICTS),
+            &groups,
+        );
+        let suspects = ByFamily::new(
+            verdict::SUSPECT_METRIC,
+            verdict::SUSPECT_HELP,
+            "signal",
+            &columns(rst_common::KIND_SIGNAL, &verdict::SIGNALS),
+            &groups,
+        );
         let xdp_attached = attached(XDP_ATTACHED, XDP_ATTACHED_HELP, &|i| Some(i.mode));
         let tc_attached = attached(TC_ATTACHED, TC_ATTACHED_HELP, &|i| i.tc);
         Self {
@@ -223,6 +306,8 @@ impl IfaceTable {
             wire_other,
             forwarded_rows,
             forwarded_other,
+            verdicts,
+            suspects,
             xdp_attached,
             tc_attached,
         }
@@ -273,7 +358,12 @@ impl IfaceTable {
 
     /// Sum of `value(counts[i])` over the interfaces `i` of group `g`.
     fn group_sum<T>(&self, g: usize, counts: &[T], value: impl Fn(&T) -> u64) -> u64 {
-        self.by_name[self.groups[g].1.clone()]
+        let members = &self.groups[g].1;
+        if members.len() == 1 {
+            // Nearly always: a name is one interface's.
+            return counts.get(self.by_name[members.start]).map_or(0, value);
+        }
+        self.by_name[members.clone()]
             .iter()
             .filter_map(|&i| counts.get(i))
             .map(value)
@@ -286,14 +376,14 @@ impl IfaceTable {
         &'t self,
         out: &mut String,
         groups: &[usize],
-        row: impl Fn(usize) -> &'t str,
+        mut rows: impl Iterator<Item = &'t str>,
         other_row: &str,
         value: impl Fn(usize) -> u64,
         other: u64,
     ) {
         let merge = self.other_group.filter(|g| groups.binary_search(g).is_ok());
         let mut other_left = other > 0 && merge.is_none();
-        for (k, &g) in groups.iter().enumerate() {
+        for &g in groups {
             if other_left && g >= self.other_pos {
                 write_row(out, other_row, other);
                 other_left = false;
@@ -302,7 +392,7 @@ impl IfaceTable {
             if Some(g) == merge {
                 v += other;
             }
-            write_row(out, row(k), v);
+            write_row(out, rows.next().unwrap_or_default(), v);
         }
         if other_left {
             write_row(out, other_row, other);
@@ -328,7 +418,7 @@ impl IfaceTable {
             self.write_rows(
                 out,
                 &all,
-                |k| self.wire_rows.get(c * n + k),
+                self.wire_rows.from(c * n),
                 self.wire_other.get(c),
                 |g| self.group_sum(g, counts, |v| v[combo.index]),
                 unattributed[combo.index],
@@ -354,11 +444,39 @@ impl IfaceTable {
             self.write_rows(
                 out,
                 &self.tc_groups,
-                |k| self.forwarded_rows.get(v6 * n + k),
+                self.forwarded_rows.from(v6 * n),
                 self.forwarded_other.get(v6),
                 |g| self.group_sum(g, counts, |v| v[v6]),
                 unattributed[v6],
             );
+        }
+    }
+
+    /// `rstmon_wire_reset_verdicts_total` of these interfaces, `rows` aligned with
+    /// [`IfaceTable::ifaces`]. Nothing without interfaces.
+    pub fn write_verdicts(&self, out: &mut String, rows: &[[u64; verdict::COUNTERS]]) {
+        self.write_by_family(out, &self.verdicts, rows);
+    }
+
+    /// `rstmon_suspect_resets_total` of these interfaces, as [`Self::write_verdicts`].
+    pub fn write_suspects(&self, out: &mut String, rows: &[[u64; verdict::COUNTERS]]) {
+        self.write_by_family(out, &self.suspects, rows);
+    }
+
+    fn write_by_family(&self, out: &mut String, f: &ByFamily, rows: &[[u64; verdict::COUNTERS]]) {
+        if self.groups.is_empty() {
+            return;
+        }
+        write_header(out, f.metric, f.help, Kind::Counter);
+        let mut text = f.rows.from(0);
+        for v6 in 0..Family::ALL.len() {
+            let at = v6 * verdict::PER_FAMILY;
+            for g in 0..self.groups.len() {
+                for &c in &f.columns {
+                    let v = self.group_sum(g, rows, |r| r[at + c]);
+                    write_row(out, text.next().unwrap_or_default(), v);
+                }
+            }
         }
     }
 
@@ -382,6 +500,11 @@ fn write_row(out: &mut String, prefix: &str, v: u64) {
 
 /// Appends `v` in decimal (what `{}` writes, without the formatting machinery).
 pub fn push_u64(out: &mut String, mut v: u64) {
+    if v < 10 {
+        // Most counters of most interfaces.
+        out.push(char::from(b'0' + v as u8));
+        return;
+    }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -421,8 +544,49 @@ mod tests {
         wire_un: &[u64; 8],
         fwd: &[[u64; 2]],
         fwd_un: &[u64; 2],
+        verdicts: &[[u64; verdict::COUNTERS]],
     ) -> String {
         let mut out = String::new();
+        // As the verdict families were built before they had cached text.
+        for (metric, help, label, kind, values) in [
+            (
+                verdict::VERDICT_METRIC,
+                verdict::VERDICT_HELP,
+                "verdict",
+                rst_common::KIND_VERDICT,
+                &verdict::VERDICTS,
+            ),
+            (
+                verdict::SUSPECT_METRIC,
+                verdict::SUSPECT_HELP,
+                "signal",
+                rst_common::KIND_SIGNAL,
+                &verdict::SIGNALS,
+            ),
+        ] {
+            let labels: &'static [&'static str] = if label == "verdict" {
+                &["interface", "family", "verdict"]
+            } else {
+                &["interface", "family", "signal"]
+            };
+            let mut f = FamilyBuilder::new(metric, help, Kind::Counter, labels);
+            let mut rows: std::collections::BTreeMap<(&str, &str, &str), u64> = Default::default();
+            for (i, x) in t.ifaces().iter().enumerate() {
+                for (v6, fam) in Family::ALL.iter().enumerate() {
+                    for (v, l) in values {
+                        let c = verdict::column(v6, kind, *v).unwrap();
+                        *rows.entry((fam.label(), x.name.as_str(), l)).or_default() +=
+                            verdicts[i][c];
+                    }
+                }
+            }
+            for ((fam, iface, l), n) in rows {
+                f.add(&[iface, fam, l], n);
+            }
+            if !f.is_empty() {
+                f.write(&mut out);
+            }
+        }
         let mut w = FamilyBuilder::new(
             wire::METRIC,
             wire::HELP,
@@ -500,8 +664,11 @@ mod tests {
         wire_un: &[u64; 8],
         fwd: &[[u64; 2]],
         fwd_un: &[u64; 2],
+        verdicts: &[[u64; verdict::COUNTERS]],
     ) -> String {
         let mut out = String::new();
+        t.write_verdicts(&mut out, verdicts);
+        t.write_suspects(&mut out, verdicts);
         t.write_wire(&mut out, wire_counts, wire_un);
         t.write_forwarded(&mut out, fwd, fwd_un);
         t.write_xdp_attached(&mut out);
@@ -535,9 +702,12 @@ mod tests {
                 .map(|i| std::array::from_fn(|k| (i * 10 + k) as u64 * 7 % 5))
                 .collect();
             let fwd: Vec<[u64; 2]> = (0..n).map(|i| [i as u64, 2 * i as u64 + 1]).collect();
+            let verdicts: Vec<[u64; verdict::COUNTERS]> = (0..n)
+                .map(|i| std::array::from_fn(|k| (i * 13 + k * 3) as u64 % 7))
+                .collect();
             for (wire_un, fwd_un) in [([0; 8], [0; 2]), ([0, 4, 0, 0, 0, 0, 1, 0], [3, 0])] {
-                let want = reference(&t, &wire_counts, &wire_un, &fwd, &fwd_un);
-                let got = ours(&t, &wire_counts, &wire_un, &fwd, &fwd_un);
+                let want = reference(&t, &wire_counts, &wire_un, &fwd, &fwd_un, &verdicts);
+                let got = ours(&t, &wire_counts, &wire_un, &fwd, &fwd_un, &verdicts);
                 assert_eq!(got, want, "interfaces {set:?}");
             }
         }

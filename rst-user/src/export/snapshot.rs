@@ -12,13 +12,13 @@ use std::{
 
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use rst_common::{
-    DIR_INGRESS, IFINDEX_SLOT_ENTRIES, RecvKey, STAT_COUNT, SendKey, Stat, WIRE_SLOT_COUNTERS,
-    WireKey, WorkloadKey,
+    IFINDEX_SLOT_ENTRIES, RecvKey, STAT_COUNT, SendKey, Stat, WIRE_SLOT_COUNTERS, WireKey,
+    WorkloadKey,
 };
 use tracing::{debug, warn};
 
 use super::iftable::IfaceTable;
-use crate::{classify::Family, kernel::KernelLayout, sources, sys};
+use crate::{kernel::KernelLayout, sources, sys};
 
 /// Counters kept by the kernel programs (the STATS map), summed over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,8 +69,8 @@ pub struct Snapshot {
     /// The same, classified and named (filled in by the exporter, which has the names).
     pub workloads: sources::workload::Counts,
     pub histograms: sources::workload::Histograms,
-    /// Verdicts and signals per interface (`ignored` derived).
-    pub verdicts: sources::verdict::Counts,
+    /// Verdicts and signals per interface (`ignored` derived), aligned with `ifaces`.
+    pub verdicts: sources::verdict::Rows,
     pub version: String,
     /// Git revision of the build (`rstmon_build_info`).
     pub revision: String,
@@ -138,7 +138,7 @@ pub struct Counters {
     pub(crate) recv: PerCpuHashMap<MapData, RecvKey, u64>,
     pub(crate) stats: PerCpuArray<MapData, u64>,
     /// `WORKLOAD_COUNTERS`: exact resets by cgroup, namespace, side and key.
-    pub(crate) workloads: PerCpuHashMap<MapData, WorkloadKey, u64>,
+    pub(crate) workloads: sources::workload::Maps,
     /// `HISTOGRAMS`: idle and age, per side.
     pub(crate) histograms: PerCpuArray<MapData, u64>,
     /// Possible CPUs: the number of values of each per-CPU entry.
@@ -167,21 +167,8 @@ impl Counters {
             ..Default::default()
         };
         // After the wire counts: an RST is counted there before its verdict is.
-        let mut ingress = BTreeMap::new();
-        let mut ifnames = BTreeMap::new();
-        for (iface, counts) in ifaces.ifaces().iter().zip(&snap.wire) {
-            ifnames.insert(iface.ifindex, iface.name.clone());
-            for fam in Family::ALL {
-                let v6 = u32::from(*fam == Family::Ipv6);
-                let n: u64 = (0..2)
-                    .map(|ack| {
-                        counts[rst_common::wire_slot_index(0, DIR_INGRESS, v6, ack) as usize]
-                    })
-                    .sum();
-                *ingress.entry((iface.name.clone(), *fam)).or_default() += n;
-            }
-        }
-        snap.verdicts = sources::verdict::collect(&self.verdicts, self.ncpus, &ifnames, &ingress);
+        snap.verdicts =
+            sources::verdict::collect_aligned(&self.verdicts, self.ncpus, ifaces, &snap.wire);
         for (k, v) in snap.egress.sent() {
             *snap.sent.entry(k).or_default() += v;
         }

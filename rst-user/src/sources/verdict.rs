@@ -7,21 +7,16 @@ use std::{collections::BTreeMap, sync::Mutex};
 
 use aya::maps::{MapData, PerCpuHashMap};
 use rst_common::{
-    CounterKey, KIND_SIGNAL, KIND_VERDICT, SIGNAL_ALIVE_AFTER_RESET, SIGNAL_SEQ_SPRAY, SIGNAL_TTL,
-    VERDICT_ACCEPTED, VERDICT_CHALLENGED, VERDICT_IGNORED,
+    CounterKey, DIR_INGRESS, KIND_SIGNAL, KIND_VERDICT, SIGNAL_ALIVE_AFTER_RESET, SIGNAL_SEQ_SPRAY,
+    SIGNAL_TTL, VERDICT_ACCEPTED, VERDICT_CHALLENGED, VERDICT_IGNORED, wire_slot_index,
 };
 
-use crate::{
-    classify::Family,
-    export::{
-        family::{FamilyBuilder, Kind},
-        snapshot::Snapshot,
-    },
-    sys::bpf::percpu_sums,
-};
+use crate::{classify::Family, export::iftable::IfaceTable, sources::wire, sys::bpf::percpu_sums};
 
 pub const VERDICT_METRIC: &str = "rstmon_wire_reset_verdicts_total";
 pub const SUSPECT_METRIC: &str = "rstmon_suspect_resets_total";
+pub const VERDICT_HELP: &str = "Ingress TCP RSTs by what the stack did with them: accepted by a socket, challenged (answered with a challenge ACK), ignored (anything else: out of window, no connection, not for this host).";
+pub const SUSPECT_HELP: &str = "Ingress TCP RSTs that look forged, by signal: ttl (differs from the peer's handshake), alive_after_reset (the peer kept sending), seq_spray (many sequence numbers at once).";
 
 /// `verdict` label values, by `VERDICT_*` number.
 pub const VERDICTS: [(u8, &str); 3] = [
@@ -60,7 +55,8 @@ pub fn signal_labels(bits: u8) -> Vec<&'static str> {
 /// made when a scrape reads the maps is `ignored` for that moment).
 pub struct Maps {
     pub(crate) counters: PerCpuHashMap<MapData, CounterKey, u64>,
-    pub(crate) ignored_floor: Mutex<BTreeMap<(u32, Family), u64>>,
+    /// By ifindex (ascending): the floor of `ignored` of each family.
+    pub(crate) ignored_floor: Mutex<Vec<(u32, [u64; 2])>>,
 }
 
 impl Maps {
@@ -85,8 +81,27 @@ impl Maps {
         self.ignored_floor
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|(i, _), _| *i != ifindex);
+            .retain(|(i, _)| *i != ifindex);
     }
+}
+
+/// Counters of one family of one interface: [`VERDICTS`], then [`SIGNALS`], each in its
+/// own order.
+pub const PER_FAMILY: usize = VERDICTS.len() + SIGNALS.len();
+/// Counters of one interface: IPv4's [`PER_FAMILY`], then IPv6's.
+pub const COUNTERS: usize = 2 * PER_FAMILY;
+/// The verdicts and signals of each interface of an [`IfaceTable`], aligned with its
+/// [`IfaceTable::ifaces`] (`ignored` derived).
+pub type Rows = Vec<[u64; COUNTERS]>;
+
+/// Position of (`v6`, `kind`, `value`) within an interface's counters.
+pub fn column(v6: usize, kind: u8, value: u8) -> Option<usize> {
+    let within = match kind {
+        KIND_VERDICT => VERDICTS.iter().position(|(v, _)| *v == value)?,
+        KIND_SIGNAL => VERDICTS.len() + SIGNALS.iter().position(|(s, _)| *s == value)?,
+        _ => return None,
+    };
+    Some(v6 * PER_FAMILY + within)
 }
 
 /// (interface, family, kind, value) → exact count (`ignored`: derived).
@@ -101,47 +116,105 @@ pub fn collect(
     ifnames: &BTreeMap<u32, String>,
     ingress: &BTreeMap<(String, Family), u64>,
 ) -> Counts {
-    let mut by_index: BTreeMap<(u32, Family, u8, u8), u64> = BTreeMap::new();
-    for (k, v) in percpu_sums(&maps.counters, ncpus) {
-        if let Some(fam) = Family::from_raw(k.family) {
-            *by_index
-                .entry((k.ifindex, fam, k.kind, k.value))
-                .or_default() += v;
-        }
-    }
+    let ifindexes: Vec<u32> = ifnames.keys().copied().collect();
+    let names: Vec<&String> = ifnames.values().collect();
+    let rows = collect_rows(maps, ncpus, &ifindexes, |k, fam| {
+        ingress.get(&(names[k].clone(), fam)).copied().unwrap_or(0)
+    });
     let mut out = Counts::new();
-    let mut floor = maps.ignored_floor.lock().unwrap_or_else(|p| p.into_inner());
-    for (ifindex, name) in ifnames {
-        for fam in Family::ALL {
-            let get = |value| {
-                by_index
-                    .get(&(*ifindex, *fam, KIND_VERDICT, value))
-                    .copied()
-                    .unwrap_or(0)
-            };
-            let (accepted, challenged) = (get(VERDICT_ACCEPTED), get(VERDICT_CHALLENGED));
-            let wire = ingress.get(&(name.clone(), *fam)).copied().unwrap_or(0);
-            let f = floor.entry((*ifindex, *fam)).or_default();
-            let n = ignored(wire, accepted, challenged, f);
-            out.insert((name.clone(), *fam, KIND_VERDICT, VERDICT_IGNORED), n);
-            out.insert(
-                (name.clone(), *fam, KIND_VERDICT, VERDICT_ACCEPTED),
-                accepted,
-            );
-            out.insert(
-                (name.clone(), *fam, KIND_VERDICT, VERDICT_CHALLENGED),
-                challenged,
-            );
-            for (s, _) in SIGNALS {
-                let n = by_index
-                    .get(&(*ifindex, *fam, KIND_SIGNAL, s))
-                    .copied()
-                    .unwrap_or(0);
-                out.insert((name.clone(), *fam, KIND_SIGNAL, s), n);
+    for (name, row) in names.into_iter().zip(&rows) {
+        for (v6, fam) in Family::ALL.iter().enumerate() {
+            let kinds = VERDICTS
+                .iter()
+                .map(|(v, _)| (KIND_VERDICT, *v))
+                .chain(SIGNALS.iter().map(|(s, _)| (KIND_SIGNAL, *s)));
+            for (kind, value) in kinds {
+                if let Some(c) = column(v6, kind, value) {
+                    *out.entry((name.clone(), *fam, kind, value)).or_default() += row[c];
+                }
             }
         }
     }
     out
+}
+
+/// The verdict and signal counts of the interfaces of `table`, aligned with its
+/// [`IfaceTable::ifaces`]; `wire` holds their wire counts, read before the verdicts (so
+/// that an RST is on the wire count before its verdict is).
+pub fn collect_aligned(maps: &Maps, ncpus: usize, table: &IfaceTable, wire: &wire::Counts) -> Rows {
+    let ifindexes: Vec<u32> = table.ifaces().iter().map(|i| i.ifindex).collect();
+    collect_rows(maps, ncpus, &ifindexes, |k, fam| {
+        let v6 = u32::from(fam == Family::Ipv6);
+        wire.get(k).map_or(0, |c| {
+            (0..2)
+                .map(|ack| c[wire_slot_index(0, DIR_INGRESS, v6, ack) as usize])
+                .sum()
+        })
+    })
+}
+
+/// The counts of `ifindexes` (ascending, distinct), aligned with it; `ingress(k, family)`
+/// is the ingress RSTs of the `k`th, from which `ignored` is derived.
+fn collect_rows(
+    maps: &Maps,
+    ncpus: usize,
+    ifindexes: &[u32],
+    ingress: impl Fn(usize, Family) -> u64,
+) -> Rows {
+    let mut rows: Rows = vec![[0; COUNTERS]; ifindexes.len()];
+    for (k, v) in percpu_sums(&maps.counters, ncpus) {
+        let (Some(fam), Ok(pos)) = (
+            Family::from_raw(k.family),
+            ifindexes.binary_search(&k.ifindex),
+        ) else {
+            continue;
+        };
+        let v6 = usize::from(fam == Family::Ipv6);
+        // `ignored` is derived, never read.
+        if (k.kind, k.value) == (KIND_VERDICT, VERDICT_IGNORED) {
+            continue;
+        }
+        if let Some(c) = column(v6, k.kind, k.value) {
+            rows[pos][c] += v;
+        }
+    }
+    let mut floors = maps.ignored_floor.lock().unwrap_or_else(|p| p.into_inner());
+    derive_ignored(&mut floors, ifindexes, &mut rows, ingress);
+    rows
+}
+
+/// Writes `ignored` into `rows` (aligned with `ifindexes`, ascending) from `ingress`,
+/// raising each interface's floor in `floors` (by ifindex), where interfaces seen for the
+/// first time are added and the others kept.
+fn derive_ignored(
+    floors: &mut Vec<(u32, [u64; 2])>,
+    ifindexes: &[u32],
+    rows: &mut [[u64; COUNTERS]],
+    ingress: impl Fn(usize, Family) -> u64,
+) {
+    let col = |v6, value| column(v6, KIND_VERDICT, value).unwrap_or(0);
+    // Both by ifindex: one merge.
+    let old = std::mem::take(floors);
+    floors.reserve(old.len().max(ifindexes.len()));
+    let mut old = old.into_iter().peekable();
+    for (k, (&ifindex, row)) in ifindexes.iter().zip(rows.iter_mut()).enumerate() {
+        while let Some(e) = old.next_if(|(i, _)| *i < ifindex) {
+            floors.push(e);
+        }
+        let mut floor = old
+            .next_if(|(i, _)| *i == ifindex)
+            .map_or([0; 2], |(_, f)| f);
+        for (v6, fam) in Family::ALL.iter().enumerate() {
+            row[col(v6, VERDICT_IGNORED)] = ignored(
+                ingress(k, *fam),
+                row[col(v6, VERDICT_ACCEPTED)],
+                row[col(v6, VERDICT_CHALLENGED)],
+                &mut floor[v6],
+            );
+        }
+        floors.push((ifindex, floor));
+    }
+    floors.extend(old);
 }
 
 /// `ignored` of one interface and family: its ingress RSTs less those accepted or
@@ -162,64 +235,6 @@ pub fn total(counts: &Counts, kind: u8, value: u8) -> u64 {
         .sum()
 }
 
-fn family_of<'a>(
-    snap: &'a Snapshot,
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    kind: u8,
-    values: &[(u8, &'static str)],
-) -> FamilyBuilder<'a> {
-    let mut f = FamilyBuilder::new(name, help, Kind::Counter, labels);
-    // Label-name order, so the samples come out sorted.
-    let mut rows: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
-    for iface in snap.ifaces.ifaces() {
-        for fam in Family::ALL {
-            for (_, l) in values {
-                rows.insert((fam.label(), iface.name.as_str(), l), 0);
-            }
-        }
-    }
-    for ((iface, fam, k, v), n) in &snap.verdicts {
-        let Some((_, l)) = values.iter().find(|(x, _)| x == v) else {
-            continue;
-        };
-        if *k == kind
-            && let Some(slot) = rows.get_mut(&(fam.label(), iface.as_str(), *l))
-        {
-            *slot += *n;
-        }
-    }
-    for ((fam, iface, l), n) in rows {
-        f.add(&[iface, fam, l], n);
-    }
-    f
-}
-
-/// `rstmon_wire_reset_verdicts_total{interface, family, verdict}`.
-pub fn verdict_family(snap: &Snapshot) -> FamilyBuilder<'_> {
-    family_of(
-        snap,
-        VERDICT_METRIC,
-        "Ingress TCP RSTs by what the stack did with them: accepted by a socket, challenged (answered with a challenge ACK), ignored (anything else: out of window, no connection, not for this host).",
-        &["interface", "family", "verdict"],
-        KIND_VERDICT,
-        &VERDICTS,
-    )
-}
-
-/// `rstmon_suspect_resets_total{interface, family, signal}`.
-pub fn suspect_family(snap: &Snapshot) -> FamilyBuilder<'_> {
-    family_of(
-        snap,
-        SUSPECT_METRIC,
-        "Ingress TCP RSTs that look forged, by signal: ttl (differs from the peer's handshake), alive_after_reset (the peer kept sending), seq_spray (many sequence numbers at once).",
-        &["interface", "family", "signal"],
-        KIND_SIGNAL,
-        &SIGNALS,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +248,50 @@ mod tests {
             vec!["ttl", "seq_spray"]
         );
         assert!(signal_labels(0).is_empty());
+    }
+
+    #[test]
+    fn columns_are_distinct_and_cover_a_row() {
+        let mut seen = [false; COUNTERS];
+        for v6 in 0..2 {
+            for (v, _) in VERDICTS {
+                seen[column(v6, KIND_VERDICT, v).unwrap()] = true;
+            }
+            for (s, _) in SIGNALS {
+                seen[column(v6, KIND_SIGNAL, s).unwrap()] = true;
+            }
+        }
+        assert!(seen.iter().all(|s| *s));
+        assert_eq!(column(0, KIND_SIGNAL, 200), None);
+        assert_eq!(column(0, 200, VERDICT_ACCEPTED), None);
+    }
+
+    #[test]
+    fn floors_are_kept_per_interface_across_scrapes() {
+        let acc = column(0, KIND_VERDICT, VERDICT_ACCEPTED).unwrap();
+        let ign = column(0, KIND_VERDICT, VERDICT_IGNORED).unwrap();
+        let ign6 = column(1, KIND_VERDICT, VERDICT_IGNORED).unwrap();
+        let mut floors = Vec::new();
+        // ifindex 3: 5 ingress IPv4 RSTs, 2 accepted; ifindex 7: 1 IPv6 RST.
+        let mut rows = vec![[0; COUNTERS]; 2];
+        rows[0][acc] = 2;
+        let wire = |k: usize, fam: Family| match (k, fam) {
+            (0, Family::Ipv4) => 5,
+            (1, Family::Ipv6) => 1,
+            _ => 0,
+        };
+        derive_ignored(&mut floors, &[3, 7], &mut rows, wire);
+        assert_eq!((rows[0][ign], rows[1][ign6]), (3, 1));
+        assert_eq!(floors, vec![(3, [3, 0]), (7, [0, 1])]);
+        // Only ifindex 5 (new) and 7 asked for, 7's verdict made meanwhile: its floor
+        // holds, 3's is kept, 5's is added in its place.
+        let mut rows = vec![[0; COUNTERS]; 2];
+        rows[1][column(1, KIND_VERDICT, VERDICT_ACCEPTED).unwrap()] = 1;
+        derive_ignored(&mut floors, &[5, 7], &mut rows, |k, fam| {
+            u64::from(k == 1 && fam == Family::Ipv6)
+        });
+        assert_eq!((rows[0][ign], rows[1][ign6]), (0, 1));
+        assert_eq!(floors, vec![(3, [3, 0]), (5, [0, 0]), (7, [0, 1])]);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    sync::Mutex,
+    fs::File,
+    sync::{Mutex, OnceLock},
     time::Duration,
 };
 
@@ -18,7 +19,10 @@ use crate::{
     attribute::{Admission, Names},
     classify::{self, RecvCause, SendCause},
     export::family::{FamilyBuilder, Kind},
-    sys::bpf::{percpu_array_sums, percpu_sums},
+    sys::{
+        self,
+        bpf::{percpu_array_sums, percpu_sums},
+    },
 };
 
 pub const METRIC: &str = "rstmon_workload_resets_total";
@@ -38,12 +42,80 @@ pub fn side_label(side: u8) -> &'static str {
     }
 }
 
-/// Exact counts by (cgroup id, namespace) and the raw key.
-pub fn collect(
-    map: &PerCpuHashMap<MapData, WorkloadKey, u64>,
-    ncpus: usize,
-) -> Vec<(WorkloadKey, u64)> {
-    percpu_sums(map, ncpus)
+/// Keys up to which a scrape reads the keys it knows one by one rather than the whole
+/// map: a lookup costs about as much as scanning a few hundred empty buckets.
+const LOOKUP_MAX: usize = 128;
+
+/// `WORKLOAD_COUNTERS` and what its last scan found. Its keys are never deleted (a
+/// cgroup id is never reused, and neither side removes keys), so while the map's element
+/// count has not moved its keys are the ones of that scan, and their values are read
+/// one by one instead of scanning every one of its 65 536 buckets, most of them empty.
+/// The count is the map's `memlock`, which grows with its elements on Linux 6.4+
+/// ([`sys::bpf::memlock_counts_elements`]); elsewhere every read is a scan.
+pub struct Maps {
+    pub(crate) map: PerCpuHashMap<MapData, WorkloadKey, u64>,
+    /// The map's `/proc/self/fdinfo` entry, once opened.
+    fdinfo: OnceLock<Option<File>>,
+    /// `memlock` read just before the last scan, and the keys it found.
+    known: Mutex<Option<(u64, Vec<WorkloadKey>)>>,
+}
+
+impl TryFrom<aya::maps::Map> for Maps {
+    type Error = aya::maps::MapError;
+
+    fn try_from(map: aya::maps::Map) -> Result<Self, Self::Error> {
+        Ok(Self {
+            map: PerCpuHashMap::try_from(map)?,
+            fdinfo: OnceLock::new(),
+            known: Mutex::new(None),
+        })
+    }
+}
+
+impl Maps {
+    /// The map's `memlock` now, when it counts elements.
+    fn memlock(&self) -> Option<u64> {
+        if !sys::bpf::memlock_counts_elements() {
+            return None;
+        }
+        let f = self
+            .fdinfo
+            .get_or_init(|| sys::bpf::map_fdinfo(&self.map).ok());
+        sys::bpf::map_memlock(f.as_ref()?).ok()
+    }
+
+    /// The keys of the last scan and their values now, when no element was added since
+    /// (`memlock` unchanged) and they are few; `None` otherwise, or when a key is gone.
+    fn lookup_known(&self, memlock: u64, ncpus: usize) -> Option<Vec<(WorkloadKey, u64)>> {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, keys) = known.as_ref()?;
+        if *at != memlock || keys.len() > LOOKUP_MAX {
+            return None;
+        }
+        let mut values = vec![0u64; ncpus];
+        keys.iter()
+            .map(|k| {
+                let v = sys::bpf::percpu_lookup_sum(&self.map, k, &mut values).ok()??;
+                Some((*k, v))
+            })
+            .collect()
+    }
+}
+
+/// Exact counts by (cgroup id, namespace) and the raw key: a scan of the map, or
+/// lookups of the keys of the last scan while no key was added.
+pub fn collect(maps: &Maps, ncpus: usize) -> Vec<(WorkloadKey, u64)> {
+    // Read before the scan: an element added after it moves it, and the next read scans.
+    let memlock = maps.memlock();
+    if let Some(m) = memlock
+        && let Some(v) = maps.lookup_known(m, ncpus)
+    {
+        return v;
+    }
+    let v = percpu_sums(&maps.map, ncpus);
+    *maps.known.lock().unwrap_or_else(|p| p.into_inner()) =
+        memlock.map(|m| (m, v.iter().map(|(k, _)| *k).collect()));
+    v
 }
 
 /// One histogram: non-cumulative bucket counts (the last is +Inf) and the sum in ms.

@@ -173,3 +173,84 @@ fn array_batch_sums(map: &PerCpuArray<MapData, u64>, n: u32, ncpus: usize) -> io
     out.resize(n as usize, 0);
     Ok(out)
 }
+
+/// The sum of the per-CPU `u64` values of `key` in the per-CPU hash map `map`
+/// (`BPF_MAP_LOOKUP_ELEM`), `values` a buffer of at least `ncpus` values; `None` when the
+/// key is not there.
+pub fn percpu_lookup_sum<K: Pod>(
+    map: &PerCpuHashMap<MapData, K, u64>,
+    key: &K,
+    values: &mut [u64],
+) -> io::Result<Option<u64>> {
+    // SAFETY: all-zero is a valid bpf_attr.
+    let mut attr: bpf_attr = unsafe { zeroed() };
+    attr.__bindgen_anon_2.map_fd = map.map().fd().as_fd().as_raw_fd() as u32;
+    attr.__bindgen_anon_2.key = (key as *const K) as u64;
+    attr.__bindgen_anon_2.__bindgen_anon_1.value = values.as_mut_ptr() as u64;
+    // SAFETY: key points to a K and values to room for every possible CPU's value (the
+    // caller's ncpus), both outliving the call.
+    match unsafe { sys_bpf(bpf_cmd::BPF_MAP_LOOKUP_ELEM, &mut attr) } {
+        Ok(_) => Ok(Some(values.iter().sum())),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The `memlock` line of a map's `/proc/self/fdinfo` entry, read from `fdinfo` (that
+/// file, kept open: each read from offset 0 is a fresh one). Since Linux 6.4 it is the
+/// map's memory use, which for a hash map allocated on use grows with every element
+/// ([`memlock_counts_elements`]).
+pub fn map_memlock(fdinfo: &std::fs::File) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = [0u8; 512];
+    let n = fdinfo.read_at(&mut buf, 0)?;
+    std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("memlock:")))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no memlock in fdinfo"))
+}
+
+/// Opens the `/proc/self/fdinfo` entry of `map` for [`map_memlock`].
+pub fn map_fdinfo<K: Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> io::Result<std::fs::File> {
+    let fd = map.map().fd().as_fd().as_raw_fd();
+    std::fs::File::open(format!("/proc/self/fdinfo/{fd}"))
+}
+
+/// Whether this kernel's `memlock` of a per-CPU hash map allocated on use
+/// (`BPF_F_NO_PREALLOC`) changes with its number of elements (Linux 6.4+; before, it is
+/// fixed at creation). Probed once, on a map of one element made for it.
+pub fn memlock_counts_elements() -> bool {
+    static PROBED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROBED.get_or_init(|| probe_memlock().unwrap_or(false))
+}
+
+fn probe_memlock() -> io::Result<bool> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    // SAFETY: all-zero is a valid bpf_attr.
+    let mut attr: bpf_attr = unsafe { zeroed() };
+    // SAFETY: writing the map-creation member of an all-zero attribute.
+    let create = unsafe { &mut attr.__bindgen_anon_1 };
+    create.map_type = aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_PERCPU_HASH as u32;
+    create.key_size = 4;
+    create.value_size = 8;
+    create.max_entries = 1;
+    create.map_flags = aya_obj::generated::BPF_F_NO_PREALLOC;
+    // SAFETY: a map creation reads only the attribute itself.
+    let fd = unsafe { sys_bpf(bpf_cmd::BPF_MAP_CREATE, &mut attr)? };
+    // SAFETY: BPF_MAP_CREATE returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let fdinfo = std::fs::File::open(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    let memlock = |f: &std::fs::File| map_memlock(f);
+    let before = memlock(&fdinfo)?;
+    let key = 0u32;
+    let values = vec![0u64; aya::util::nr_cpus().map_err(|(_, e)| e)?];
+    // SAFETY: all-zero is a valid bpf_attr.
+    let mut attr: bpf_attr = unsafe { zeroed() };
+    attr.__bindgen_anon_2.map_fd = fd.as_raw_fd() as u32;
+    attr.__bindgen_anon_2.key = (&raw const key) as u64;
+    attr.__bindgen_anon_2.__bindgen_anon_1.value = values.as_ptr() as u64;
+    // SAFETY: key and values (one per possible CPU) outlive the call, which reads them.
+    unsafe { sys_bpf(bpf_cmd::BPF_MAP_UPDATE_ELEM, &mut attr)? };
+    Ok(memlock(&fdinfo)? > before)
+}
