@@ -86,7 +86,8 @@ fn set_from(a: &mut Attribution, source: u8, pid: u32, comm: *const [u8; 16]) {
 }
 
 /// The scratch space of one reset (per CPU: the stack is too small for it), the
-/// `SCRATCH` map's value.
+/// `SCRATCH` map's value. `repr(C)`: `win` must come first (see there).
+#[repr(C)]
 pub(crate) struct Scratch {
     /// A window of `sk_buff`, then the trigger's headers (trace.rs), then one of
     /// `tcp_sock` ([`conn_info`]). First: a masked read that runs past its end stays

@@ -163,6 +163,7 @@ impl Source {
 /// when unset) and IP version (0 when not read yet) and its ports (host order).
 /// `valid` 0: no segment, or one that could not be read; every field is written either
 /// way.
+#[repr(C)]
 pub(crate) struct Trigger {
     pub(crate) head: u64,
     pub(crate) sport: u16,
@@ -276,13 +277,15 @@ fn skb_segment(
     }
     let th_addr = head + th as u64;
     // The IP header and the TCP header's first 14 bytes in one read when they are
-    // adjacent and fit the window; else the TCP header alone.
-    let ip_len = if nh != u16::MAX && nh <= th {
+    // adjacent and fit the window (and windows are on: RSTMON_TEST_NO_SKB_WINDOW takes
+    // the other path too); else the TCP header alone.
+    let ip_len = if o.skb_win != OFF_NONE && nh != u16::MAX && nh <= th {
         (th - nh) as u32
     } else {
         u32::MAX
     };
-    let (hdr, ver) = if ip_len + 14 <= SKB_WINDOW_MAX as u32 {
+    // Compared without an addition, which would wrap for u32::MAX.
+    let (hdr, ver) = if ip_len <= (SKB_WINDOW_MAX - 14) as u32 {
         if !read_window(&mut x.win, head, nh, ip_len as u16 + 14) {
             stat_add(Stat::ReadErrors);
             debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read the trigger's headers at {:x}", head + nh as u64);

@@ -641,6 +641,30 @@ fn metrics_answer_while_starting_and_ready_says_when() {
     d.stop();
 }
 
+/// A SIGTERM while the programs are still loaded (held) exits 0 at once: the load is
+/// abandoned, not awaited.
+#[test]
+fn a_signal_while_starting_exits_at_once() {
+    let dir = TempDir::new("hold-term");
+    let hold = dir.0.join("hold");
+    std::fs::write(&hold, "").unwrap();
+    let ns = ns();
+    let d = rstmon()
+        .listen(LISTEN)
+        .env("RSTMON_TEST_HOLD_START_FILE", &hold)
+        .ready_when("/metrics", 200)
+        .start(&ns);
+    assert_eq!(plain(&ns, LISTEN, "/-/ready", "").status, 503);
+    let t = Instant::now();
+    let (status, stderr) = d.signal_and_wait(libc::SIGTERM);
+    let took = t.elapsed();
+    println!("exit {status} after {took:?}");
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("stopped while starting"), "{stderr}");
+    // The hold file is still there: the load never ran, and the exit did not wait for it.
+    assert!(took < Duration::from_secs(3), "took {took:?}: {stderr}");
+}
+
 /// A render that fails is answered 500 and counted under code="500"; the next good
 /// scrape is 200 (forced with the testing aid `RSTMON_TEST_FAIL_RENDER_FILE`).
 #[test]

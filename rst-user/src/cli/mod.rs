@@ -86,7 +86,13 @@ pub fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
-        Cmd::Run(a) => runtime().and_then(|rt| rt.block_on(run::run(a))),
+        // Without waiting for blocking tasks still running: a load that a signal
+        // interrupted (the verifier's time) is abandoned, not awaited.
+        Cmd::Run(a) => runtime().and_then(|rt| {
+            let r = rt.block_on(run::run(a));
+            rt.shutdown_background();
+            r
+        }),
         Cmd::Watch(a) => runtime().and_then(|rt| rt.block_on(watch::run(a))),
     };
     match result {

@@ -82,9 +82,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let monitor = tokio::select! {
         m = tokio::task::spawn_blocking(load) => m??,
-        // A signal while loading: stop as soon as it is asked (the load goes on in
-        // its thread until the process exits, and attaches nothing that outlives it).
-        _ = &mut server => {
+        // A signal while loading: stop as soon as it is asked (the load is abandoned
+        // in its thread, see cli::main, and attaches nothing that outlives the
+        // process).
+        served = &mut server => {
+            served.map_err(|e| anyhow::anyhow!("the HTTP server failed: {e}"))?;
             info!("stopped while starting");
             return Ok(());
         }
@@ -166,12 +168,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for address in bound {
         info!(%address, tls = with_tls, "serving {}", args.telemetry_path);
     }
-    let _ = server.await;
+    let served = server.await;
     shut_down(stop_tx, follower, drainer).await?;
     if let Some(streamer) = streamer {
         // Removes the socket.
         let _ = streamer.await;
     }
+    served.map_err(|e| anyhow::anyhow!("the HTTP server failed: {e}"))?;
     info!("detached; bye");
     Ok(())
 }

@@ -112,9 +112,14 @@ pub fn collect(maps: &Maps, ncpus: usize) -> Vec<(WorkloadKey, u64)> {
     {
         return v;
     }
-    let v = percpu_sums(&maps.map, ncpus);
-    *maps.known.lock().unwrap_or_else(|p| p.into_inner()) =
-        memlock.map(|m| (m, v.iter().map(|(k, _)| *k).collect()));
+    // Only a complete scan (a batch read that succeeded) may stand for the key set.
+    let (v, complete) = match sys::bpf::batch_sums(&maps.map, ncpus) {
+        Ok(v) => (v, true),
+        Err(_) => (percpu_sums(&maps.map, ncpus), false),
+    };
+    *maps.known.lock().unwrap_or_else(|p| p.into_inner()) = memlock
+        .filter(|_| complete)
+        .map(|m| (m, v.iter().map(|(k, _)| *k).collect()));
     v
 }
 
