@@ -87,6 +87,13 @@ fn classify_send_without_reason(key: &SendKey) -> SendCause {
     match key.state {
         state::TIME_WAIT if key.trig_flags != 0 && trig_data => SendCause::DataAfterClose,
         state::TIME_WAIT => SendCause::Timewait,
+        // tcp_rcv_state_process() on an orphan in FIN_WAIT1/FIN_WAIT2 that gets new data:
+        // tcp_done()/tcp_reset() move it to CLOSE, then the caller answers the segment
+        // (TCP_ABORT_ON_DATA where the reason exists). No other path answers a data
+        // segment from a full socket in CLOSE.
+        state::CLOSE if key.trig_flags != 0 && trig_data && !linger0 => {
+            SendCause::DataAfterClose
+        }
         _ if key.trig_flags == 0 && linger0 => SendCause::LingerAbort,
         _ => SendCause::Other,
     }
@@ -245,6 +252,9 @@ mod tests {
             // Kernels without the reason field.
             (None, skey(TIME_WAIT, pa, SEND_TRIG_DATA), DataAfterClose),
             (None, skey(TIME_WAIT, TCP_ACK, 0), Timewait),
+            (None, skey(CLOSE, pa, SEND_TRIG_DATA), DataAfterClose),
+            (None, skey(CLOSE, TCP_ACK, 0), Other),
+            (None, skey(FIN_WAIT2, pa, SEND_TRIG_DATA), Other),
             (None, skey(ESTABLISHED, 0, SEND_LINGER0), LingerAbort),
             (None, skey(ESTABLISHED, 0, 0), Other),
             (None, skey(ESTABLISHED, TCP_ACK, SEND_LINGER0), Other),
