@@ -91,9 +91,7 @@ fn classify_send_without_reason(key: &SendKey) -> SendCause {
         // tcp_done()/tcp_reset() move it to CLOSE, then the caller answers the segment
         // (TCP_ABORT_ON_DATA where the reason exists). No other path answers a data
         // segment from a full socket in CLOSE.
-        state::CLOSE if key.trig_flags != 0 && trig_data && !linger0 => {
-            SendCause::DataAfterClose
-        }
+        state::CLOSE if key.trig_flags != 0 && trig_data && !linger0 => SendCause::DataAfterClose,
         _ if key.trig_flags == 0 && linger0 => SendCause::LingerAbort,
         _ => SendCause::Other,
     }
