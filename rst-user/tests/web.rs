@@ -572,6 +572,17 @@ fn process_metrics_are_plausible() {
     d.stop();
 }
 
+/// A daemon held before its programs are loaded while `hold` exists (the testing aid
+/// `RSTMON_TEST_HOLD_START_FILE`; the file is made here), once `/metrics` answers.
+fn held<'a>(ns: &'a Ns, hold: &Path) -> common::Daemon<'a> {
+    std::fs::write(hold, "").unwrap();
+    rstmon()
+        .listen(LISTEN)
+        .env("RSTMON_TEST_HOLD_START_FILE", hold)
+        .ready_when("/metrics", 200)
+        .start(ns)
+}
+
 /// `/metrics` answers while the programs are still loaded (held here with the testing
 /// aid `RSTMON_TEST_HOLD_START_FILE`): `rstmon_ready 0`, the build, the kernel, the
 /// process and the server's own series, and no family of resets, interfaces or hooks;
@@ -581,13 +592,8 @@ fn process_metrics_are_plausible() {
 fn metrics_answer_while_starting_and_ready_says_when() {
     let dir = TempDir::new("hold");
     let hold = dir.0.join("hold");
-    std::fs::write(&hold, "").unwrap();
     let ns = ns();
-    let d = rstmon()
-        .listen(LISTEN)
-        .env("RSTMON_TEST_HOLD_START_FILE", &hold)
-        .ready_when("/metrics", 200)
-        .start(&ns);
+    let d = held(&ns, &hold);
     let starting = plain(&ns, LISTEN, "/metrics", "");
     assert_eq!(starting.status, 200);
     let text = starting.text();
@@ -647,13 +653,8 @@ fn metrics_answer_while_starting_and_ready_says_when() {
 fn a_signal_while_starting_exits_at_once() {
     let dir = TempDir::new("hold-term");
     let hold = dir.0.join("hold");
-    std::fs::write(&hold, "").unwrap();
     let ns = ns();
-    let d = rstmon()
-        .listen(LISTEN)
-        .env("RSTMON_TEST_HOLD_START_FILE", &hold)
-        .ready_when("/metrics", 200)
-        .start(&ns);
+    let d = held(&ns, &hold);
     assert_eq!(plain(&ns, LISTEN, "/-/ready", "").status, 503);
     let t = Instant::now();
     let (status, stderr) = d.signal_and_wait(libc::SIGTERM);

@@ -106,8 +106,8 @@ mod tests {
     use crate::sources::{Event, tests::send_event};
     use rst_common::TCP_PSH;
 
-    #[test]
-    fn presents_a_sent_no_listener_reset() {
+    /// The sample of `e`, with reason 1 named `NO_SOCKET`.
+    fn sample_of(e: SendEvent) -> Sample {
         let reasons = BTreeMap::from([(1, "NO_SOCKET".to_string())]);
         let ifnames = BTreeMap::new();
         let p = Presenter {
@@ -116,7 +116,12 @@ mod tests {
             boot_offset_ns: 0,
             names: None,
         };
-        let s = p.sample(&Event::Send(send_event())).unwrap();
+        p.sample(&Event::Send(e)).unwrap()
+    }
+
+    #[test]
+    fn presents_a_sent_no_listener_reset() {
+        let s = sample_of(send_event());
         assert_eq!(s.cause.as_deref(), Some("no_listener"));
         assert_eq!(s.reason.as_deref(), Some("NO_SOCKET"));
         assert_eq!(s.src, "10.0.0.1");
@@ -130,17 +135,9 @@ mod tests {
 
     #[test]
     fn an_active_reset_has_no_trigger_flags() {
-        let reasons = BTreeMap::new();
-        let ifnames = BTreeMap::new();
-        let p = Presenter {
-            reasons: &reasons,
-            ifnames: &ifnames,
-            boot_offset_ns: 0,
-            names: None,
-        };
         let mut e = send_event();
         e.key.trig_flags = rst_common::NO_TRIGGER;
-        let s = p.sample(&Event::Send(e)).unwrap();
+        let s = sample_of(e);
         assert_eq!(s.trigger_flags, None);
         assert_eq!(s.rst_flags.as_deref(), Some("RST|ACK"));
         let json = serde_json::to_value(&s).unwrap();
