@@ -204,14 +204,11 @@ fn announced(start: usize, end: usize, rst: &Rst) -> bool {
             atomic_add(count, 1);
             return false;
         }
-        if left == 0 {
-            // The last one taken: the entry goes, so that the map holds only RSTs yet to
-            // leave and an announcement finds room without evicting. One that another
-            // CPU adds to this entry between the take and the delete is lost (its RST
-            // then counts as unannounced): two RSTs of the same addresses and ports in
-            // flight at once on two CPUs.
-            let _ = PENDING_RESETS.remove(key);
-        }
+        // The entry stays when its last one is taken: deleting it would lose an
+        // announcement another CPU adds between the take and the delete (the same
+        // connection's RSTs sent on two CPUs at once, as in a flood of one SYN), and that
+        // RST would count as not the stack's. A spent entry (count 0) is refreshed by
+        // the connection's next announcement or recycled by the LRU.
     }
     true
 }

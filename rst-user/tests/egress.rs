@@ -237,6 +237,9 @@ enum RawKind {
     Ip,
     /// socket(AF_PACKET, SOCK_RAW): the whole Ethernet frame.
     Packet,
+    /// The same with PACKET_QDISC_BYPASS: each frame goes out by the device queue of the
+    /// sending CPU (a veth receives it on that CPU), not by the queue of its flow hash.
+    PacketPerCpu,
 }
 
 /// An RST from `pair.b` to a closed port of `pair.a` (its stack drops it silently),
@@ -280,14 +283,26 @@ fn send_raw(kind: RawKind, v6: bool, ifindex: u32, frames: &[Vec<u8>]) -> io::Re
                 libc::SOCK_RAW,
                 libc::IPPROTO_RAW,
             ))?,
-            RawKind::Packet => check(libc::socket(
+            RawKind::Packet | RawKind::PacketPerCpu => check(libc::socket(
                 libc::AF_PACKET,
                 libc::SOCK_RAW,
                 i32::from((libc::ETH_P_ALL as u16).to_be()),
             ))?,
         };
+        if let RawKind::PacketPerCpu = kind {
+            let on: libc::c_int = 1;
+            check(libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as u32,
+            ))?;
+        }
         let mut result = Ok(());
-        for frame in frames {
+        let mut full = 0u32;
+        let mut i = 0;
+        while let Some(frame) = frames.get(i) {
             let r = match kind {
                 RawKind::Ip => {
                     let packet = &frame[14..];
@@ -318,7 +333,7 @@ fn send_raw(kind: RawKind, v6: bool, ifindex: u32, frames: &[Vec<u8>]) -> io::Re
                         )
                     }
                 }
-                RawKind::Packet => {
+                RawKind::Packet | RawKind::PacketPerCpu => {
                     let mut sa: libc::sockaddr_ll = std::mem::zeroed();
                     sa.sll_family = libc::AF_PACKET as u16;
                     sa.sll_ifindex = ifindex as i32;
@@ -335,9 +350,19 @@ fn send_raw(kind: RawKind, v6: bool, ifindex: u32, frames: &[Vec<u8>]) -> io::Re
                 }
             };
             if r < 0 {
-                result = Err(io::Error::last_os_error());
+                let e = io::Error::last_os_error();
+                // A full device queue (ENOBUFS) under a flood: the frame again, later
+                // (a second without room is an error).
+                if e.raw_os_error() == Some(libc::ENOBUFS) && full < 20_000 {
+                    full += 1;
+                    std::thread::sleep(Duration::from_micros(50));
+                    continue;
+                }
+                result = Err(e);
                 break;
             }
+            full = 0;
+            i += 1;
         }
         libc::close(fd);
         result
@@ -399,6 +424,70 @@ fn packet_socket_ipv4() {
 #[test]
 fn packet_socket_ipv6() {
     raw_socket(RawKind::Packet, true);
+}
+
+/// SYNs per sending CPU in [`same_connection_from_two_cpus_is_the_stack`].
+const FLOOD_PER_CPU: usize = 100_000;
+
+/// The stack's RSTs for one connection, sent on two CPUs at once (the same SYN sent to a
+/// closed port from both CPUs, over a veth with a queue per CPU so that each CPU answers
+/// its own): every one is announced and taken as the stack's, none as a raw socket's,
+/// however the announcements and their takers of the two CPUs interleave on the one
+/// entry they share.
+#[test]
+fn same_connection_from_two_cpus_is_the_stack() {
+    let pair = Pair::new().expect("namespaces and veth pair");
+    rst_testkit::net::make_multiqueue(&pair, 2).expect("a veth with a queue per CPU");
+    let ctx = "one connection's RSTs sent on two CPUs at once";
+    let d = Daemon::start(BIN, &pair.b, &[&pair.b_if], LISTEN);
+    let a_idx = pair.a.ifindex(&pair.a_if).expect("ifindex");
+    // b's neighbour entry for a first, so that no RST waits for its resolution.
+    connect_refused(&pair.b, SocketAddr::new(pair.a4.into(), CLOSED_PORT), 1);
+    let b_mac = mac_of(&pair.b, &pair.b_if).expect("MAC of b");
+    let a_mac = mac_of(&pair.a, &pair.a_if).expect("MAC of a");
+    let syn = rst_testkit::net::rst_to(&pair, b_mac, a_mac, 40_000, rst_common::TCP_SYN);
+    let frames = vec![syn; FLOOD_PER_CPU];
+    let mib = || {
+        pair.b
+            .run(rst_testkit::net::tcp_mib)
+            .expect("namespace")
+            .expect("snmp")
+    };
+    let before = d.scrape();
+    let out0 = mib()["OutRsts"];
+    std::thread::scope(|s| {
+        for cpu in 0..2 {
+            let (pair, frames) = (&pair, &frames);
+            s.spawn(move || {
+                pair.a
+                    .run(|| {
+                        rst_testkit::process::pin_thread(cpu);
+                        send_raw(RawKind::PacketPerCpu, false, a_idx, frames)
+                    })
+                    .expect("entering the namespace")
+                    .unwrap_or_else(|e| panic!("{ctx}: sending on CPU {cpu}: {e}"));
+            });
+        }
+    });
+    settle();
+    let sent = (mib()["OutRsts"] - out0) as i64;
+    let after = d.scrape();
+    d.stop();
+    assert!(
+        sent > FLOOD_PER_CPU as i64 / 10,
+        "{ctx}: b's stack answered only {sent} of {} SYNs",
+        2 * FLOOD_PER_CPU
+    );
+    let wl = [
+        ("interface", pair.b_if.as_str()),
+        ("family", "ipv4"),
+        ("flags", "rst_ack"),
+        ("direction", "egress"),
+    ];
+    assert_delta(&after, &before, WIRE, &wl, sent, ctx);
+    assert_origins(&after, &before, "ipv4", &[("stack", sent)], ctx);
+    let cf = [("cause", "no_listener"), ("family", "ipv4")];
+    assert_delta(&after, &before, SENT, &cf, sent, ctx);
 }
 
 /// client ⟷ router ⟷ server, the router forwarding IPv4 and IPv6.
