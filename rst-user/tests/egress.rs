@@ -11,7 +11,8 @@
 //!   each as `no_listener` (the tracepoints see every namespace);
 //! * S1–S7 with the daemon on the sender's interface: every RST the stack sends leaves
 //!   once (wire egress +1, origin `stack` +1) and counts as sent once, and the fallback
-//!   for untraced resets (`stack_untraced`) and `unmatched` stay at 0.
+//!   for untraced resets (`stack_untraced`) and `unmatched` stay at 0;
+//! * one connection's RSTs answered on two CPUs at once: every one `stack`.
 //!
 //! Privileged (root). Run with `--test-threads=1` (`cargo xtask test` does): the
 //! tracepoint counters are host-wide, so every assertion is a delta of what the test made.
