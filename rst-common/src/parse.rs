@@ -79,6 +79,59 @@ fn be16(start: usize, end: usize, off: usize) -> Option<u16> {
     load::<u16>(start, end, off).map(u16::from_be)
 }
 
+/// The u16 at `off` as it lies in the frame (network order, no byte swap), of a frame
+/// the caller has checked holds it.
+#[inline(always)]
+fn raw16(start: usize, off: usize) -> u16 {
+    // SAFETY: as in `byte`.
+    unsafe { core::ptr::read_unaligned((start + off) as *const u16) }
+}
+
+/// Whether [`parse_tcp`] with `mask` surely returns `None` for the frame, decided by the
+/// limit baseline's tests alone: the EtherType behind zero or one VLAN tag compared in
+/// network order (neither IP nor a second tag: ruled out), then, under one bounds check,
+/// IPv4 without options (version/IHL 0x45) and its protocol, or IPv6 with TCP as the
+/// next header, and the TCP flags at their fixed offset. `true` only for frames `parse_tcp` returns `None` for (the parser's
+/// host tests check it on every frame they build); `false` says nothing.
+///
+/// The XDP program runs this alone for the packets that are not RSTs, so that its entry
+/// is this and nothing else (see `rstmon_xdp`).
+#[inline(always)]
+pub fn surely_not(start: usize, end: usize, mask: u8) -> bool {
+    const Q: u16 = ETH_P_8021Q.to_be();
+    const AD: u16 = ETH_P_8021AD.to_be();
+    // Shorter than this holds no IP header, tagged or not; the walk says so.
+    if start + ETH_HLEN + 4 > end {
+        return false;
+    }
+    let proto = raw16(start, 12);
+    if proto == Q || proto == AD {
+        return surely_not_at(start, end, raw16(start, ETH_HLEN + 2), ETH_HLEN + 4, mask);
+    }
+    surely_not_at(start, end, proto, ETH_HLEN, mask)
+}
+
+/// [`surely_not`] for the IP header at `l3` with the EtherType `proto` (network order).
+#[inline(always)]
+fn surely_not_at(start: usize, end: usize, proto: u16, l3: usize, mask: u8) -> bool {
+    const Q: u16 = ETH_P_8021Q.to_be();
+    const AD: u16 = ETH_P_8021AD.to_be();
+    if proto == ETH_P_IP.to_be() {
+        start + l3 + 20 + 14 <= end
+            && byte(start, l3) == 0x45
+            && (byte(start, l3 + 9) != IPPROTO_TCP || byte(start, l3 + 20 + 13) & mask == 0)
+    } else if proto == ETH_P_IPV6.to_be() {
+        // TCP as the next header and none of `mask`: no segment the walk would find,
+        // whatever the version nibble says (the walk finds none when it is not 6).
+        start + l3 + 40 + 14 <= end
+            && byte(start, l3 + 6) == IPPROTO_TCP
+            && byte(start, l3 + 40 + 13) & mask == 0
+    } else {
+        // Neither IP nor a tag: no TCP segment. Another tag is the walk's.
+        proto != Q && proto != AD
+    }
+}
+
 /// Parses an Ethernet frame in `[start, end)` and returns where its TCP RST segment is.
 ///
 /// `None` for anything that is not a complete, well-formed TCP segment with RST set:

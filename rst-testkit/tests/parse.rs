@@ -7,7 +7,7 @@ use rst_common::{
     IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, WireEvent,
     parse::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, MAX_EXT_HDRS, MAX_L4_OFFSET,
-        MAX_VLAN, Rst, parse_rst,
+        MAX_VLAN, Rst, parse_rst, parse_tcp, surely_not,
     },
 };
 use rst_testkit::frames::{
@@ -31,8 +31,30 @@ fn parse(frame: &[u8]) -> Option<Rst> {
             r, exact,
             "result depends on bytes after the frame end: {frame:02x?}"
         );
+        assert_prefilter_sound(start, start + frame.len());
     }
     exact
+}
+
+/// `surely_not` rules out only frames `parse_tcp` finds nothing in, for the masks the
+/// programs use (TC: RST; XDP: RST or SYN).
+fn assert_prefilter_sound(start: usize, end: usize) {
+    for mask in [TCP_RST, TCP_RST | TCP_SYN] {
+        if surely_not(start, end, mask) {
+            let found = parse_tcp(start, end, mask);
+            assert_eq!(
+                found, None,
+                "surely_not({mask:#x}) ruled out a frame parse_tcp finds: {found:?}"
+            );
+        }
+    }
+}
+
+/// Whether `surely_not` rules `f` out for `mask`.
+fn ruled_out(f: &Frame, mask: u8) -> bool {
+    let b = f.build();
+    let start = b.bytes.as_ptr() as usize;
+    surely_not(start, start + b.bytes.len(), mask)
 }
 
 /// The sample of `frame`, also checked for reads past its end like [`parse`].
@@ -322,6 +344,38 @@ fn non_rst_segments_are_none() {
                 .with_ipv6(|ip| ip.ext = vec![Ext6::HopByHop { len: 0 }, Ext6::AH]),
         );
     }
+}
+
+/// The fixed-offset pre-filter decides the frames nearly every packet is (so the XDP
+/// entry ends there) and leaves every RST, SYN and unusual layout to the walk.
+#[test]
+fn surely_not_rules_out_the_common_frames_only() {
+    let syn_rst = TCP_RST | TCP_SYN;
+    for flags in [TCP_ACK, TCP_PSH | TCP_ACK, TCP_FIN | TCP_ACK, 0] {
+        assert!(ruled_out(&Frame::tcp4(flags), syn_rst), "v4 {flags:#x}");
+        assert!(ruled_out(&Frame::tcp6(flags), syn_rst), "v6 {flags:#x}");
+        for tag in [Vlan::dot1q(7), Vlan::dot1ad(7)] {
+            let f = Frame::tcp6(flags).with_vlans(&[tag]);
+            assert!(ruled_out(&f, syn_rst), "tagged v6 {flags:#x}");
+            assert!(ruled_out(&Frame::tcp4(flags).with_vlans(&[tag]), syn_rst));
+        }
+        // To the walk: a second tag, IPv4 options, an extension header.
+        let qinq = Frame::tcp4(flags).with_vlans(&[Vlan::dot1ad(1), Vlan::dot1q(2)]);
+        assert!(!ruled_out(&qinq, syn_rst), "qinq {flags:#x}");
+        let opts = Frame::tcp4(flags).with_ipv4(|ip| ip.options = vec![1, 1, 1, 0]);
+        assert!(!ruled_out(&opts, syn_rst), "v4 options {flags:#x}");
+        let ext = Frame::tcp6(flags).with_ipv6(|ip| ip.ext = vec![Ext6::HopByHop { len: 0 }]);
+        assert!(!ruled_out(&ext, syn_rst), "v6 hop-by-hop {flags:#x}");
+    }
+    for flags in [TCP_RST, TCP_RST | TCP_ACK, TCP_SYN, TCP_SYN | TCP_ACK] {
+        assert!(!ruled_out(&Frame::tcp4(flags), syn_rst), "v4 {flags:#x}");
+        assert!(!ruled_out(&Frame::tcp6(flags), syn_rst), "v6 {flags:#x}");
+    }
+    // A SYN is ruled out when only RSTs are asked for.
+    assert!(ruled_out(&Frame::tcp4(TCP_SYN), TCP_RST));
+    // Not TCP at all.
+    let udp = Frame::tcp4(TCP_RST).with_ipv4(|ip| ip.protocol_override = Some(IPPROTO_UDP));
+    assert!(ruled_out(&udp, syn_rst));
 }
 
 #[test]
