@@ -5,7 +5,7 @@
 //! Only RST segments get past [`parse_rst`]; the non-RST path reads as little as it can
 //! and copies nothing.
 
-use core::mem::size_of;
+use core::mem::{align_of, size_of};
 
 use crate::{
     FAMILY_IPV4, FAMILY_IPV6, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS,
@@ -363,6 +363,12 @@ pub fn has_timestamp(start: usize, end: usize, rst: &Rst) -> bool {
     false
 }
 
+const _: () = assert!(
+    align_of::<WireEvent>() == 8
+        && core::mem::offset_of!(WireEvent, saddr) % 8 == 0
+        && core::mem::offset_of!(WireEvent, daddr) % 8 == 0
+);
+
 /// Fills the header fields of a wire sample (everything but kind, ifindex and time).
 #[inline(always)]
 pub fn fill_sample(start: usize, end: usize, rst: &Rst, ev: &mut WireEvent) -> Option<()> {
@@ -370,20 +376,35 @@ pub fn fill_sample(start: usize, end: usize, rst: &Rst, ev: &mut WireEvent) -> O
     ev.family = rst.family;
     ev.tcp_flags = rst.flags;
     ev.vlan_depth = rst.vlan_depth;
+    // The addresses are written as 8-byte words: as byte arrays LLVM writes them
+    // through memset/memmove loops of one byte per iteration.
+    let words = [
+        (&raw mut ev.saddr).cast::<u64>(),
+        (&raw mut ev.daddr).cast::<u64>(),
+    ];
     if rst.family == FAMILY_IPV4 {
         ev.ttl = load(start, end, l3 + 8)?;
         ev.ip_id = be16(start, end, l3 + 4)?;
-        let s: [u8; 4] = load(start, end, l3 + 12)?;
-        let d: [u8; 4] = load(start, end, l3 + 16)?;
-        ev.saddr = [0; 16];
-        ev.daddr = [0; 16];
-        ev.saddr[..4].copy_from_slice(&s);
-        ev.daddr[..4].copy_from_slice(&d);
+        let [s, d]: [[u8; 4]; 2] = load(start, end, l3 + 12)?;
+        for (w, [a, b, c, d]) in words.into_iter().zip([s, d]) {
+            // SAFETY: `saddr` and `daddr` are 16 bytes at 8-aligned offsets of a
+            // repr(C) struct with 8-byte alignment (asserted below).
+            unsafe {
+                w.write(u64::from_ne_bytes([a, b, c, d, 0, 0, 0, 0]));
+                w.add(1).write(0);
+            }
+        }
     } else {
         ev.ttl = load(start, end, l3 + 7)?;
         ev.ip_id = 0;
-        ev.saddr = load(start, end, l3 + 8)?;
-        ev.daddr = load(start, end, l3 + 24)?;
+        let a: [u64; 4] = load(start, end, l3 + 8)?;
+        // SAFETY: as above.
+        unsafe {
+            words[0].write(a[0]);
+            words[0].add(1).write(a[1]);
+            words[1].write(a[2]);
+            words[1].add(1).write(a[3]);
+        }
     }
     let th = &rst.th;
     ev.sport = u16::from_be_bytes([th[0], th[1]]);
