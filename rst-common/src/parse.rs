@@ -45,8 +45,6 @@ pub struct Rst {
     pub tcp_hlen: usize,
     /// TCP payload length from the IP length fields.
     pub payload_len: usize,
-    /// The fixed 20-byte TCP header.
-    pub th: [u8; 20],
 }
 
 /// Reads a `T` at `off` bytes into the frame `[start, end)`, or `None` past its end.
@@ -190,6 +188,32 @@ fn parse_ip(
         {
             return None;
         }
+        // One that has some of `mask`, in the common frame: the walk's checks below at
+        // constant offsets, under one bounds check for the IP and the fixed TCP header.
+        if start + l3 + 20 + 20 <= end
+            && byte(start, l3) == 0x45
+            && byte(start, l3 + 9) == IPPROTO_TCP
+        {
+            let flags = byte(start, l3 + 20 + 13);
+            // The fragment offset, compared in network order.
+            if flags & mask == 0 || raw16(start, l3 + 6) & 0x1fff_u16.to_be() != 0 {
+                return None;
+            }
+            let tot_len = u16::from_be(raw16(start, l3 + 2)) as usize;
+            if tot_len < 20 {
+                return None;
+            }
+            return tcp_rst(
+                start,
+                end,
+                FAMILY_IPV4,
+                flags,
+                vlan_depth,
+                l3,
+                l3 + 20,
+                tot_len - 20,
+            );
+        }
         let [vihl, _tos]: [u8; 2] = load(start, end, l3)?;
         let [_ttl, protocol]: [u8; 2] = load(start, end, l3 + 8)?;
         if protocol != IPPROTO_TCP || vihl >> 4 != 4 {
@@ -230,6 +254,27 @@ fn parse_ip(
         && byte(start, l3 + 40 + 13) & mask == 0
     {
         return None;
+    }
+    // As for IPv4: TCP as the next header, no extension header to walk.
+    if start + l3 + 40 + 20 <= end
+        && byte(start, l3) >> 4 == 6
+        && byte(start, l3 + 6) == IPPROTO_TCP
+    {
+        let flags = byte(start, l3 + 40 + 13);
+        if flags & mask == 0 {
+            return None;
+        }
+        let plen = u16::from_be(raw16(start, l3 + 4)) as usize;
+        return tcp_rst(
+            start,
+            end,
+            FAMILY_IPV6,
+            flags,
+            vlan_depth,
+            l3,
+            l3 + 40,
+            plen,
+        );
     }
     let [v, _]: [u8; 2] = load(start, end, l3)?;
     if v >> 4 != 6 {
@@ -310,8 +355,12 @@ fn tcp_rst(
     l4: usize,
     ip_payload: usize,
 ) -> Option<Rst> {
-    let th: [u8; 20] = load(start, end, l4)?;
-    let tcp_hlen = ((th[12] >> 4) as usize) * 4;
+    // The fixed header must be in the frame; only its data offset is read here (a copy
+    // of all 20 bytes is 40 instructions: LLVM moves unaligned packet bytes one by one).
+    if start + l4 + 20 > end {
+        return None;
+    }
+    let tcp_hlen = ((byte(start, l4 + 12) >> 4) as usize) * 4;
     if tcp_hlen < 20 || ip_payload < tcp_hlen {
         return None;
     }
@@ -327,7 +376,6 @@ fn tcp_rst(
         l4,
         tcp_hlen,
         payload_len: ip_payload - tcp_hlen,
-        th,
     })
 }
 
@@ -406,7 +454,7 @@ pub fn fill_sample(start: usize, end: usize, rst: &Rst, ev: &mut WireEvent) -> O
             words[1].add(1).write(a[3]);
         }
     }
-    let th = &rst.th;
+    let th: [u8; 16] = load(start, end, rst.l4)?;
     ev.sport = u16::from_be_bytes([th[0], th[1]]);
     ev.dport = u16::from_be_bytes([th[2], th[3]]);
     ev.seq = u32::from_be_bytes([th[4], th[5], th[6], th[7]]);

@@ -227,12 +227,12 @@ fn announced(start: usize, end: usize, rst: &Rst) -> bool {
 /// The `PENDING_RESETS` key of an RST on the wire (see [`PendingKey`]).
 #[inline(always)]
 fn pending_key(start: usize, end: usize, rst: &Rst) -> Option<PendingKey> {
-    let th = &rst.th;
+    let [s0, s1, d0, d1]: [u8; 4] = load(start, end, rst.l4)?;
     let mut key = PendingKey {
         family: rst.family,
         _pad0: 0,
-        sport: u16::from_be_bytes([th[0], th[1]]),
-        dport: u16::from_be_bytes([th[2], th[3]]),
+        sport: u16::from_be_bytes([s0, s1]),
+        dport: u16::from_be_bytes([d0, d1]),
         _pad1: 0,
         saddr0: 0,
         saddr1: 0,
