@@ -25,7 +25,7 @@ use rst_common::{
 use crate::{
     CONNS, HISTOGRAMS, LISTENERS, SCRATCH, SCRATCH_WORDS, WORKLOAD_COUNTERS,
     trace::{WIN_WORDS, kread, offsets, read_window, win_read},
-    util::{array_add, array_add_n, stat_add, try_count},
+    util::{array_add, array_add_n, copy_words, stat_add, try_count, zero_words},
 };
 
 /// The network namespace (inode number) of a `struct net *`, 0 when unreadable.
@@ -81,8 +81,14 @@ fn set_current(a: &mut Attribution, source: u8) {
 fn set_from(a: &mut Attribution, source: u8, pid: u32, comm: *const [u8; 16]) {
     a.pid_source = source;
     a.pid = pid;
-    // SAFETY: `comm` points into a live map value (16 bytes).
-    a.comm = unsafe { core::ptr::read(comm) };
+    // SAFETY: `comm` points into a live map value (16 bytes at an 8-aligned offset of
+    // `ConnStart` and `ListenInfo`); `a.comm` is at offset 24 of an Attribution.
+    unsafe {
+        copy_words(
+            (&raw mut a.comm).cast::<[u64; 2]>(),
+            comm.cast::<[u64; 2]>(),
+        )
+    };
 }
 
 /// The scratch space of one reset (per CPU: the stack is too small for it), the
@@ -110,13 +116,10 @@ pub(crate) fn scratch() -> Option<&'static mut Scratch> {
 
 #[inline(always)]
 fn reset(a: &mut Attribution) {
-    a.cgroup_id = 0;
-    a.netns = 0;
+    // SAFETY: a whole Attribution (8-aligned, 40 bytes).
+    unsafe { zero_words(a) };
     a.uid = UID_NONE;
-    a.pid = 0;
     a.pid_source = PID_NONE;
-    a._pad = [0; 3];
-    a.comm = [0; 16];
 }
 
 /// Who a sent reset belongs to. `full`: `sk` is a full socket; `skb`: its trigger.
@@ -205,19 +208,9 @@ fn jiffies_ms(j: u32, hz: u16) -> u32 {
 /// No connection context (a reset without a full socket).
 #[inline(always)]
 pub(crate) fn no_conn(c: &mut ConnInfo) {
-    c.bytes_received = 0;
-    c.bytes_acked = 0;
+    // SAFETY: a whole ConnInfo (8-aligned, 64 bytes); every field is 0 but the age.
+    unsafe { zero_words(c) };
     c.age_ns = AGE_UNKNOWN;
-    c.segs_in = 0;
-    c.segs_out = 0;
-    c.unread = 0;
-    c.unsent = 0;
-    c.unacked = 0;
-    c.srtt_us = 0;
-    c.retrans = 0;
-    c.idle_rx_ms = 0;
-    c.idle_tx_ms = 0;
-    c.valid = 0;
 }
 
 /// The connection context of a full TCP socket in state `st` at the reset. Sockets that

@@ -44,7 +44,7 @@ use rst_common::{
 use crate::{
     EGRESS_ACTIVE, EVENTS, PENDING_RESETS, RECV_COUNTERS, SEND_COUNTERS, TRACE_OFFSETS,
     TRACE_SAMPLES_PER_SEC, WINDOW_TRACE, sock,
-    util::{atomic_add, count, stat_add, submit_flags},
+    util::{atomic_add, copy_words, count, stat_add, submit_flags, zero_words},
     wire::take_sample_at,
 };
 
@@ -258,15 +258,9 @@ fn skb_segment(
     x: &mut sock::Scratch,
 ) -> bool {
     let t = &mut x.seg;
-    t.head = 0;
-    t.sport = 0;
-    t.dport = 0;
+    // SAFETY: a whole Trigger (8-aligned, 24 bytes).
+    unsafe { zero_words(t) };
     t.nh = u16::MAX;
-    t.flags = 0;
-    t.payload = 0;
-    t.valid = 0;
-    t.ver = 0;
-    t._pad = [0; 6];
     let Some((head, th, nh, data, len)) = skb_fields(skb, o, &mut x.win) else {
         stat_add(Stat::ReadErrors);
         debug!(ctx, target: "rstmon::ebpf", "tcp_send_reset: cannot read skb {:x} head/transport_header", skb);
@@ -543,17 +537,8 @@ fn v4_mapped(w0: u64, w1: u64) -> bool {
 /// handler has no stack to spare.
 #[inline(always)]
 fn announce(src: Source, o: &TraceOffsets, key: &mut PendingKey) {
-    *key = PendingKey {
-        family: 0,
-        _pad0: 0,
-        sport: 0,
-        dport: 0,
-        _pad1: 0,
-        saddr0: 0,
-        saddr1: 0,
-        daddr0: 0,
-        daddr1: 0,
-    };
+    // SAFETY: a whole PendingKey (8-aligned, 40 bytes).
+    unsafe { zero_words(key) };
     let s = (&raw mut key.saddr0).cast::<u8>();
     let d = (&raw mut key.daddr0).cast::<u8>();
     let ok = match src.kind {
@@ -651,13 +636,17 @@ fn emit<K: 'static>(kind: u8, key: K, src: Source, x: &sock::Scratch, o: &TraceO
     };
     // SAFETY: the reservation is sizeof(TraceEvent<K>) bytes; every field is written.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    ev.kind = kind;
-    ev._pad0 = [0; 7];
+    // SAFETY: `kind` and `_pad0` are the first 8 bytes of the 8-aligned reservation
+    // (little-endian: `kind` is the low byte).
+    unsafe { write_volatile((&raw mut ev.kind).cast::<u64>(), kind as u64) };
     ev.key = key;
     ev.ts_ns = now;
     ev._pad1 = [0; 4];
-    ev.attr = x.attr;
-    ev.conn = x.conn;
+    // SAFETY: 8-aligned fields of the reservation and of the scratch value.
+    unsafe {
+        copy_words(&raw mut ev.attr, &raw const x.attr);
+        copy_words(&raw mut ev.conn, &raw const x.conn);
+    }
     let (s, d) = (ev.saddr.as_mut_ptr(), ev.daddr.as_mut_ptr());
     // An IPv6 read fills all 16 bytes of an address (zeroes them when it fails); an
     // IPv4 one the first 4: the rest is zeroed here.

@@ -1,6 +1,9 @@
 //! Counting and ring-buffer helpers shared by every program.
 
-use core::ptr::read_volatile;
+use core::{
+    mem::{align_of, size_of},
+    ptr::{read_volatile, write_volatile},
+};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -115,5 +118,38 @@ pub(crate) unsafe fn atomic_add(p: *mut u64, v: u64) {
     // SAFETY: the caller guarantees p; the instruction touches only *p.
     unsafe {
         core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v, options(nostack));
+    }
+}
+
+/// Zeroes `*p` with 8-byte word stores. On this target LLVM turns a run of zero stores
+/// (a struct literal, `[0; N]`) into a call to `memset`, a loop of one byte per
+/// iteration; volatile word stores stay what they are.
+///
+/// # Safety
+/// `p` must be valid for writes of a `T`, whose size is a multiple of 8 and whose
+/// alignment is 8 (checked at compile time).
+#[inline(always)]
+pub(crate) unsafe fn zero_words<T>(p: *mut T) {
+    const { assert!(align_of::<T>() == 8 && size_of::<T>().is_multiple_of(8)) };
+    let w = p.cast::<u64>();
+    for i in 0..size_of::<T>() / 8 {
+        // SAFETY: word `i` of `*p`, which the caller guarantees.
+        unsafe { write_volatile(w.add(i), 0) };
+    }
+}
+
+/// Copies `*src` to `*dst` with 8-byte word moves: a plain struct copy becomes a call
+/// to `memmove` on this target, a loop of one byte per iteration (see [`zero_words`]).
+///
+/// # Safety
+/// `src` must be valid for reads and `dst` for writes of a `T`, whose size is a multiple
+/// of 8 and whose alignment is 8 (checked at compile time).
+#[inline(always)]
+pub(crate) unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
+    const { assert!(align_of::<T>() == 8 && size_of::<T>().is_multiple_of(8)) };
+    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
+    for i in 0..size_of::<T>() / 8 {
+        // SAFETY: word `i` of both, which the caller guarantees.
+        unsafe { write_volatile(d.add(i), read_volatile(s.add(i))) };
     }
 }
