@@ -1,8 +1,10 @@
 //! Names of the maps, programs and load-time globals, used by both sides, and the sizes
 //! of the maps.
 
-/// Per-CPU array of `u64`: the exact wire RST counts of the interfaces that have a slot,
-/// [`WIRE_SLOT_COUNTERS`] per slot, at [`wire_slot_index`].
+/// Per-CPU array of [`WireSlot`] indexed by slot: the exact wire RST counts of the
+/// interfaces that have one, each counter at [`wire_slot_index`]`(0, …)` of its slot.
+/// One entry per interface (not one per counter): a scrape's batched read copies an
+/// entry with a fixed cost of its own.
 pub const MAP_WIRE_SLOTS: &str = "WIRE_SLOTS";
 /// Array of `u32` indexed by ifindex: the interface's slot in `WIRE_SLOTS` plus one, 0
 /// for none. Written by the interface controller before it attaches.
@@ -90,6 +92,8 @@ pub const WIRE_SLOTS_DEFAULT: u32 = 1024;
 /// Counters per slot: direction (ingress, egress) × family (IPv4, IPv6) × flags (RST,
 /// RST|ACK).
 pub const WIRE_SLOT_COUNTERS: u32 = 8;
+/// The value of one `WIRE_SLOTS` entry: one interface's counters.
+pub type WireSlot = [u64; WIRE_SLOT_COUNTERS as usize];
 /// Entries of `IFINDEX_SLOT`: interfaces with a larger ifindex take the overflow path.
 pub const IFINDEX_SLOT_ENTRIES: u32 = 1 << 16;
 /// Entries of the overflow hash map `WIRE_COUNTERS` (allocated on use).
@@ -137,8 +141,8 @@ pub const fn egress_origin_index(origin: u8, v6: u32, ack: u32) -> u32 {
     origin as u32 * 4 + (v6 & 1) * 2 + (ack & 1)
 }
 
-/// Index of one counter within `WIRE_SLOTS` (`slot` from 0) or `WIRE_UNATTRIBUTED`
-/// (`slot` 0). `v6` and `ack` are 0 or 1, `direction` a `DIR_*` value.
+/// Index of one counter: within a [`WireSlot`] and `WIRE_UNATTRIBUTED` (`slot` 0), or
+/// in the counters of `slot` laid end to end (as user space reads them). `v6` and `ack` are 0 or 1, `direction` a `DIR_*` value.
 #[inline(always)]
 pub const fn wire_slot_index(slot: u32, direction: u8, v6: u32, ack: u32) -> u32 {
     slot * WIRE_SLOT_COUNTERS + (direction as u32 & 1) * 4 + (v6 & 1) * 2 + (ack & 1)

@@ -23,7 +23,7 @@ use rst_common::{
     wire_slot_index,
 };
 
-use crate::{IFINDEX_SLOT, LIMIT_COUNTS, WIRE_SLOTS};
+use crate::{IFINDEX_SLOT, LIMIT_COUNTS, WIRE_SLOTS, util::slot_add};
 
 /// IPPROTO_TCP.
 const TCP: u8 = 6;
@@ -144,9 +144,10 @@ pub fn rstmon_xdp_limit_slot(ctx: XdpContext) -> u32 {
     if let Some(slot) = IFINDEX_SLOT.get(ifindex)
         && *slot != 0
     {
-        add(
+        slot_add(
             &WIRE_SLOTS,
-            wire_slot_index(*slot - 1, DIR_INGRESS, v6, ack),
+            *slot - 1,
+            wire_slot_index(0, DIR_INGRESS, v6, ack),
         );
     }
     xdp_action::XDP_PASS

@@ -41,7 +41,7 @@ use rst_common::{
     FORWARDED_ENTRIES, HISTOGRAM_ENTRIES, IFINDEX_SLOT_ENTRIES, LISTEN_TABLE_ENTRIES, ListenInfo,
     ListenKey, PENDING_RESETS_ENTRIES, PendingKey, PendingReset, RecvKey, STAT_COUNT, SampleWindow,
     SendKey, TraceOffsets, WIRE_OVERFLOW_ENTRIES, WIRE_SLOT_COUNTERS, WIRE_SLOTS_DEFAULT,
-    WORKLOAD_MAP_ENTRIES, WireKey, WorkloadKey,
+    WORKLOAD_MAP_ENTRIES, WireKey, WireSlot, WorkloadKey,
 };
 
 // --- configuration, written by user space at load time ---------------------------------
@@ -70,8 +70,8 @@ pub(crate) static SEND_RESET_NO_SOCKET_TRACED: u8 = 1;
 // --- maps -------------------------------------------------------------------------------
 
 #[map(name = "WIRE_SLOTS")]
-pub(crate) static WIRE_SLOTS: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(WIRE_SLOTS_DEFAULT * WIRE_SLOT_COUNTERS, 0);
+pub(crate) static WIRE_SLOTS: PerCpuArray<WireSlot> =
+    PerCpuArray::with_max_entries(WIRE_SLOTS_DEFAULT, 0);
 #[map(name = "IFINDEX_SLOT")]
 pub(crate) static IFINDEX_SLOT: Array<u32> = Array::with_max_entries(IFINDEX_SLOT_ENTRIES, 0);
 #[map(name = "WIRE_COUNTERS")]

@@ -9,7 +9,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     maps::{PerCpuArray, PerCpuHashMap},
 };
-use rst_common::Stat;
+use rst_common::{Stat, WIRE_SLOT_COUNTERS, WireSlot};
 
 use crate::{
     BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, EVENTS, STATS, WAKEUP_BYTES,
@@ -152,4 +152,22 @@ pub(crate) unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
         // SAFETY: word `i` of both, which the caller guarantees.
         unsafe { write_volatile(d.add(i), read_volatile(s.add(i))) };
     }
+}
+
+/// Adds one to counter `within` (masked below [`WireSlot`]'s length) of entry `slot` of
+/// a per-CPU array of [`WireSlot`]s; false when `slot` is out of range.
+#[inline(always)]
+pub(crate) fn slot_add(map: &PerCpuArray<WireSlot>, slot: u32, within: u32) -> bool {
+    let Some(p) = map.get_ptr_mut(slot) else {
+        return false;
+    };
+    // SAFETY: this CPU's value, `within` masked inside it; XDP and TC do not nest on a
+    // CPU (a TC program runs with bottom halves off).
+    unsafe {
+        let c = p
+            .cast::<u64>()
+            .add((within & (WIRE_SLOT_COUNTERS - 1)) as usize);
+        *c += 1;
+    }
+    true
 }

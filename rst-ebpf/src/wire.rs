@@ -13,7 +13,7 @@ use rst_common::{
 use crate::{
     BPF_RB_NO_WAKEUP, BUCKET, COARSE_CLOCK, EVENTS, IFINDEX_SLOT, STATS, WIRE_COUNTERS, WIRE_SLOTS,
     WIRE_UNATTRIBUTED,
-    util::{array_add, atomic_add, stat_add, try_count, wakeup_flags},
+    util::{array_add, atomic_add, slot_add, stat_add, try_count, wakeup_flags},
 };
 
 const NSEC_PER_SEC: u64 = 1_000_000_000;
@@ -79,7 +79,11 @@ pub(crate) fn take_sample_at(rate: u32, window: u32, now: u64) -> bool {
 pub(crate) fn count_wire(ifindex: u32, direction: u8, v6: u32, ack: u32) {
     if let Some(slot) = IFINDEX_SLOT.get(ifindex)
         && *slot != 0
-        && array_add(&WIRE_SLOTS, wire_slot_index(*slot - 1, direction, v6, ack))
+        && slot_add(
+            &WIRE_SLOTS,
+            *slot - 1,
+            wire_slot_index(0, direction, v6, ack),
+        )
     {
         return;
     }

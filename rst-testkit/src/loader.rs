@@ -187,17 +187,22 @@ pub fn stat_sum(ebpf: &Ebpf, stat: Stat) -> u64 {
 /// Every wire counter — slots, overflow map and unattributed — summed over keys and
 /// CPUs (a map taken out of `ebpf` counts 0).
 pub fn wire_total(ebpf: &Ebpf) -> u64 {
-    let arrays: u64 = [MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED]
-        .into_iter()
-        .filter_map(|n| ebpf.map(n))
-        .filter_map(|m| PerCpuArray::<_, u64>::try_from(m).ok())
-        .map(|a| {
+    let slots: u64 = ebpf
+        .map(MAP_WIRE_SLOTS)
+        .and_then(|m| PerCpuArray::<_, rst_common::WireSlot>::try_from(m).ok())
+        .map_or(0, |a| {
             a.iter()
                 .flatten()
-                .map(|v| v.iter().sum::<u64>())
-                .sum::<u64>()
-        })
-        .sum();
+                .map(|v| v.iter().flatten().sum::<u64>())
+                .sum()
+        });
+    let arrays: u64 = slots
+        + ebpf
+            .map(MAP_WIRE_UNATTRIBUTED)
+            .and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok())
+            .map_or(0, |a| {
+                a.iter().flatten().map(|v| v.iter().sum::<u64>()).sum()
+            });
     let overflow: u64 = ebpf
         .map(MAP_WIRE_COUNTERS)
         .and_then(|m| PerCpuHashMap::<_, WireKey, u64>::try_from(m).ok())

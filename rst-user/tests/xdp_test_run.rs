@@ -28,7 +28,7 @@ use rst_common::{
     DIR_EGRESS, DIR_INGRESS, EGRESS_FORWARDED, EGRESS_ORIGIN_COUNTERS, EGRESS_ORIGINS, FAMILY_IPV4,
     FAMILY_IPV6, IPPROTO_UDP, MAP_EGRESS_ORIGINS, MAP_EVENTS, MAP_FORWARDED, MAP_STATS,
     MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, PROG_TC, PROG_XDP, Stat, TCP_ACK,
-    TCP_RST, TCP_SYN, WIRE_SLOT_COUNTERS, WireEvent, WireKey,
+    TCP_RST, TCP_SYN, WIRE_SLOT_COUNTERS, WireEvent, WireKey, WireSlot,
     parse::{ETH_HLEN, MAX_EXT_HDRS},
 };
 use rst_testkit::{
@@ -62,7 +62,7 @@ struct Harness {
     /// `DIR_INGRESS`: `rstmon_xdp`; `DIR_EGRESS`: `rstmon_tc`.
     dir: u8,
     origins: PerCpuArray<MapData, u64>,
-    slots: PerCpuArray<MapData, u64>,
+    slots: PerCpuArray<MapData, WireSlot>,
     counters: PerCpuHashMap<MapData, WireKey, u64>,
     unattributed: PerCpuArray<MapData, u64>,
     events: RingBuf<MapData>,
@@ -180,18 +180,27 @@ impl Harness {
         }
         // Only the slot the loopback has, and the unattributed counters; every other
         // slot must stay 0 (checked once, by `check_other_slots_untouched`).
-        let arrays = [
-            (&self.slots, MAP_WIRE_SLOTS, SLOT),
-            (&self.unattributed, MAP_WIRE_UNATTRIBUTED, 0),
-        ];
-        for (map, name, slot) in arrays {
+        let mut slot = WireSlot::default();
+        for cpu in self
+            .slots
+            .get(&SLOT, 0)
+            .unwrap_or_else(|e| panic!("reading {MAP_WIRE_SLOTS}[{SLOT}]: {e}"))
+            .iter()
+        {
+            for (s, c) in slot.iter_mut().zip(cpu) {
+                *s += c;
+            }
+        }
+        let unattributed: WireSlot = std::array::from_fn(|i| {
+            self.unattributed
+                .get(&(i as u32), 0)
+                .unwrap_or_else(|e| panic!("reading {MAP_WIRE_UNATTRIBUTED}[{i}]: {e}"))
+                .iter()
+                .sum()
+        });
+        for counts in [slot, unattributed] {
             for within in 0..WIRE_SLOT_COUNTERS {
-                let i = slot * WIRE_SLOT_COUNTERS + within;
-                let v: u64 = map
-                    .get(&i, 0)
-                    .unwrap_or_else(|e| panic!("reading {name}[{i}]: {e}"))
-                    .iter()
-                    .sum();
+                let v = counts[within as usize];
                 if v == 0 {
                     continue;
                 }
@@ -317,12 +326,13 @@ impl Harness {
 
     /// No slot but the loopback's ever moved.
     fn check_other_slots_untouched(&self) {
-        for (i, v) in self.slots.iter().enumerate() {
+        for (slot, v) in self.slots.iter().enumerate() {
             let v: u64 = v
                 .unwrap_or_else(|e| panic!("reading {MAP_WIRE_SLOTS}: {e}"))
                 .iter()
+                .flatten()
                 .sum();
-            let slot = i as u32 / WIRE_SLOT_COUNTERS;
+            let slot = slot as u32;
             assert!(
                 v == 0 || (self.layout == Layout::Slot && slot == SLOT),
                 "slot {slot} moved"

@@ -17,7 +17,7 @@ use rst_common::{
     MAP_HISTOGRAMS, MAP_IFINDEX_SLOT, MAP_RECV_COUNTERS, MAP_SEND_COUNTERS, MAP_STATS,
     MAP_TC_SAMPLE, MAP_WIRE_COUNTERS, MAP_WIRE_SLOTS, MAP_WIRE_UNATTRIBUTED, MAP_WORKLOAD_COUNTERS,
     PROG_RECV_RESET, PROG_SEND_RESET, PROG_SET_STATE, PROG_TC, PROG_TC_SAMPLE, PROG_XDP,
-    WIRE_SLOT_COUNTERS, WIRE_SLOTS_DEFAULT, globals,
+    WIRE_SLOTS_DEFAULT, globals,
 };
 use tracing::{debug, warn};
 
@@ -180,7 +180,7 @@ impl Monitor {
                  they leave by a monitored interface, their cause from the wire"
             );
         }
-        let slots = cfg.wire_slots.clamp(1, u32::MAX / WIRE_SLOT_COUNTERS);
+        let slots = cfg.wire_slots.max(1);
         let log_level = if cfg.kernel_log {
             aya_log::Level::Debug as u8
         } else {
@@ -213,7 +213,7 @@ impl Monitor {
                 &cfg.max_trace_samples_per_sec,
                 true,
             )
-            .map_max_entries(MAP_WIRE_SLOTS, slots * WIRE_SLOT_COUNTERS)
+            .map_max_entries(MAP_WIRE_SLOTS, slots)
             .override_global(globals::WAKEUP_BYTES, &cfg.wakeup_bytes, true)
             .override_global(
                 globals::SEND_RESET_NO_SOCKET_TRACED,

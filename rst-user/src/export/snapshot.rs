@@ -12,8 +12,7 @@ use std::{
 
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use rst_common::{
-    IFINDEX_SLOT_ENTRIES, RecvKey, STAT_COUNT, SendKey, Stat, WIRE_SLOT_COUNTERS, WireKey,
-    WorkloadKey,
+    IFINDEX_SLOT_ENTRIES, RecvKey, STAT_COUNT, SendKey, Stat, WireKey, WireSlot, WorkloadKey,
 };
 use tracing::{debug, warn};
 
@@ -83,8 +82,8 @@ pub struct Snapshot {
 
 /// The wire counters' maps and who has which slot.
 pub struct WireMaps {
-    /// `WIRE_SLOTS`: [`WIRE_SLOT_COUNTERS`] per slot.
-    pub(crate) slots: PerCpuArray<MapData, u64>,
+    /// `WIRE_SLOTS`: one [`WireSlot`] per slot.
+    pub(crate) slots: PerCpuArray<MapData, WireSlot>,
     /// `IFINDEX_SLOT`: ifindex → slot + 1.
     pub(crate) ifindex_slot: Array<MapData, u32>,
     /// `WIRE_COUNTERS`: the overflow path, by [`WireKey`].
@@ -98,12 +97,12 @@ pub struct WireMaps {
 
 impl WireMaps {
     pub(crate) fn new(
-        slots: PerCpuArray<MapData, u64>,
+        slots: PerCpuArray<MapData, WireSlot>,
         ifindex_slot: Array<MapData, u32>,
         overflow: PerCpuHashMap<MapData, WireKey, u64>,
         unattributed: PerCpuArray<MapData, u64>,
     ) -> Self {
-        let nslots = slots.len() / WIRE_SLOT_COUNTERS;
+        let nslots = slots.len();
         Self {
             slots,
             ifindex_slot,
@@ -116,7 +115,7 @@ impl WireMaps {
 
     /// Number of slots.
     pub fn capacity(&self) -> u32 {
-        self.slots.len() / WIRE_SLOT_COUNTERS
+        self.slots.len()
     }
 }
 
@@ -210,12 +209,10 @@ impl Counters {
             return None;
         }
         let slot = *self.wire.free.first()?;
-        for i in 0..WIRE_SLOT_COUNTERS {
-            let zeros = PerCpuValues::try_from(vec![0u64; self.ncpus]).ok()?;
-            if let Err(e) = self.wire.slots.set(slot * WIRE_SLOT_COUNTERS + i, zeros, 0) {
-                debug!(slot, "zeroing a wire slot: {e}");
-                return None;
-            }
+        let zeros = PerCpuValues::try_from(vec![WireSlot::default(); self.ncpus]).ok()?;
+        if let Err(e) = self.wire.slots.set(slot, zeros, 0) {
+            debug!(slot, "zeroing a wire slot: {e}");
+            return None;
         }
         if let Err(e) = self.wire.ifindex_slot.set(ifindex, slot + 1, 0) {
             debug!(ifindex, "setting the slot of an interface: {e}");

@@ -7,7 +7,7 @@ use crate::{
     classify::Family,
     export::{iftable::IfaceTable, snapshot::WireMaps},
     present::sample::{Presenter, Sample, addr, flags_str},
-    sys::bpf::{percpu_array_sums, percpu_sums},
+    sys::bpf::{percpu_array_sums, percpu_array_sums_n, percpu_sums},
 };
 
 pub const METRIC: &str = "rstmon_wire_resets_total";
@@ -51,9 +51,9 @@ pub fn collect(maps: &WireMaps, ncpus: usize, table: &IfaceTable) -> Counts {
         .iter()
         .filter_map(|i| maps.assigned.get(&i.ifindex))
         .max()
-        .map(|s| (s + 1) * WIRE_SLOT_COUNTERS);
+        .map(|s| s + 1);
     let values = used
-        .map(|n| percpu_array_sums(&maps.slots, n, ncpus))
+        .map(|n| percpu_array_sums_n(&maps.slots, n, ncpus))
         .unwrap_or_default();
     let mut unslotted = false;
     for (iface, counts) in table.ifaces().iter().zip(out.iter_mut()) {
@@ -61,9 +61,8 @@ pub fn collect(maps: &WireMaps, ncpus: usize, table: &IfaceTable) -> Counts {
             unslotted = true;
             continue;
         };
-        let start = *slot as usize * COUNTERS;
-        if let Some(v) = values.get(start..start + COUNTERS) {
-            counts.copy_from_slice(v);
+        if let Some(v) = values.get(*slot as usize) {
+            *counts = *v;
         }
     }
     if unslotted {

@@ -125,19 +125,52 @@ pub fn batch_sums<K: Pod>(
 /// `BPF_MAP_LOOKUP_BATCH` calls; falls back to one lookup per entry.
 pub fn percpu_array_sums(map: &PerCpuArray<MapData, u64>, n: u32, ncpus: usize) -> Vec<u64> {
     let n = n.min(map.len());
-    match array_batch_sums(map, n, ncpus) {
-        Ok(v) => v,
+    match array_batch_sums::<1>(map.map(), n, ncpus) {
+        Ok(v) => v.into_iter().map(|[c]| c).collect(),
         Err(_) => (0..n)
             .map(|i| map.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
             .collect(),
     }
 }
 
-fn array_batch_sums(map: &PerCpuArray<MapData, u64>, n: u32, ncpus: usize) -> io::Result<Vec<u64>> {
-    let fd = map.map().fd().as_fd().as_raw_fd() as u32;
+/// [`percpu_array_sums`] for an array of `[u64; N]` values: each counter summed over the
+/// CPUs.
+pub fn percpu_array_sums_n<const N: usize>(
+    map: &PerCpuArray<MapData, [u64; N]>,
+    n: u32,
+    ncpus: usize,
+) -> Vec<[u64; N]> {
+    let n = n.min(map.len());
+    match array_batch_sums::<N>(map.map(), n, ncpus) {
+        Ok(v) => v,
+        Err(_) => (0..n)
+            .map(|i| {
+                let mut sum = [0u64; N];
+                if let Ok(v) = map.get(&i, 0) {
+                    for cpu in v.iter() {
+                        for (s, c) in sum.iter_mut().zip(cpu) {
+                            *s += c;
+                        }
+                    }
+                }
+                sum
+            })
+            .collect(),
+    }
+}
+
+/// The first `n` entries of the per-CPU array `map`, whose values are `[u64; N]`, each
+/// counter summed over the CPUs.
+fn array_batch_sums<const N: usize>(
+    map: &MapData,
+    n: u32,
+    ncpus: usize,
+) -> io::Result<Vec<[u64; N]>> {
+    let fd = map.fd().as_fd().as_raw_fd() as u32;
     let mut out = Vec::with_capacity(n as usize);
     let mut keys = vec![0u32; n as usize];
-    let mut values = vec![0u64; n as usize * ncpus];
+    // A per-CPU value is its size rounded up to 8 bytes: N words.
+    let mut values = vec![0u64; n as usize * ncpus * N];
     let mut token: u32 = 0;
     let mut first = true;
     while (out.len() as u32) < n {
@@ -151,13 +184,19 @@ fn array_batch_sums(map: &PerCpuArray<MapData, u64>, n: u32, ncpus: usize) -> io
         attr.batch.values = values.as_mut_ptr() as u64;
         attr.batch.count = want;
         attr.batch.map_fd = fd;
-        // SAFETY: attr points to buffers of `n` keys and `n * ncpus` values that outlive
-        // the call; the kernel writes at most `want` of each.
+        // SAFETY: attr points to buffers of `n` keys and `n * ncpus` values of N words
+        // that outlive the call; the kernel writes at most `want` of each.
         let err = unsafe { sys_bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         // SAFETY: the batch member is the one written above and by the kernel.
         let got = (unsafe { attr.batch.count }).min(want) as usize;
-        for i in 0..got {
-            out.push(values[i * ncpus..(i + 1) * ncpus].iter().sum());
+        for entry in values.chunks_exact(ncpus * N).take(got) {
+            let mut sum = [0u64; N];
+            for cpu in entry.chunks_exact(N) {
+                for (s, c) in sum.iter_mut().zip(cpu) {
+                    *s += c;
+                }
+            }
+            out.push(sum);
         }
         match err.as_ref().and_then(io::Error::raw_os_error) {
             None => {}
@@ -170,7 +209,7 @@ fn array_batch_sums(map: &PerCpuArray<MapData, u64>, n: u32, ncpus: usize) -> io
         token = next;
         first = false;
     }
-    out.resize(n as usize, 0);
+    out.resize(n as usize, [0; N]);
     Ok(out)
 }
 
