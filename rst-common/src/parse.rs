@@ -177,6 +177,11 @@ fn parse_ip(
     vlan_depth: u8,
     mask: u8,
 ) -> Option<Rst> {
+    // The end of the parse once the IP layer is known: `l4`, the TCP flags and the IP
+    // payload length (from the IP length fields) go to `tcp_rst`.
+    let rst = |family, flags, l4, ip_payload| {
+        tcp_rst(start, end, family, flags, vlan_depth, l3, l4, ip_payload)
+    };
     if proto == ETH_P_IP {
         // The common frame first, as the limit baseline reads it: no IP options, the
         // TCP flags at a fixed offset, one bounds check for all three bytes. A segment
@@ -187,32 +192,6 @@ fn parse_ip(
             && (byte(start, l3 + 9) != IPPROTO_TCP || byte(start, l3 + 20 + 13) & mask == 0)
         {
             return None;
-        }
-        // One that has some of `mask`, in the common frame: the walk's checks below at
-        // constant offsets, under one bounds check for the IP and the fixed TCP header.
-        if start + l3 + 20 + 20 <= end
-            && byte(start, l3) == 0x45
-            && byte(start, l3 + 9) == IPPROTO_TCP
-        {
-            let flags = byte(start, l3 + 20 + 13);
-            // The fragment offset, compared in network order.
-            if flags & mask == 0 || raw16(start, l3 + 6) & 0x1fff_u16.to_be() != 0 {
-                return None;
-            }
-            let tot_len = u16::from_be(raw16(start, l3 + 2)) as usize;
-            if tot_len < 20 {
-                return None;
-            }
-            return tcp_rst(
-                start,
-                end,
-                FAMILY_IPV4,
-                flags,
-                vlan_depth,
-                l3,
-                l3 + 20,
-                tot_len - 20,
-            );
         }
         let [vihl, _tos]: [u8; 2] = load(start, end, l3)?;
         let [_ttl, protocol]: [u8; 2] = load(start, end, l3 + 8)?;
@@ -233,16 +212,7 @@ fn parse_ip(
         if tot_len < ihl {
             return None;
         }
-        return tcp_rst(
-            start,
-            end,
-            FAMILY_IPV4,
-            flags,
-            vlan_depth,
-            l3,
-            l4,
-            tot_len - ihl,
-        );
+        return rst(FAMILY_IPV4, flags, l4, tot_len - ihl);
     }
     if proto != ETH_P_IPV6 {
         return None;
@@ -254,27 +224,6 @@ fn parse_ip(
         && byte(start, l3 + 40 + 13) & mask == 0
     {
         return None;
-    }
-    // As for IPv4: TCP as the next header, no extension header to walk.
-    if start + l3 + 40 + 20 <= end
-        && byte(start, l3) >> 4 == 6
-        && byte(start, l3 + 6) == IPPROTO_TCP
-    {
-        let flags = byte(start, l3 + 40 + 13);
-        if flags & mask == 0 {
-            return None;
-        }
-        let plen = u16::from_be(raw16(start, l3 + 4)) as usize;
-        return tcp_rst(
-            start,
-            end,
-            FAMILY_IPV6,
-            flags,
-            vlan_depth,
-            l3,
-            l3 + 40,
-            plen,
-        );
     }
     let [v, _]: [u8; 2] = load(start, end, l3)?;
     if v >> 4 != 6 {
@@ -318,16 +267,7 @@ fn parse_ip(
     if plen < ext {
         return None;
     }
-    tcp_rst(
-        start,
-        end,
-        FAMILY_IPV6,
-        flags,
-        vlan_depth,
-        l3,
-        l4,
-        plen - ext,
-    )
+    rst(FAMILY_IPV6, flags, l4, plen - ext)
 }
 
 /// The TCP flags at `l4` if any of `mask` is set: where the non-RST path ends, after

@@ -161,13 +161,17 @@ pub(crate) fn slot_add(map: &PerCpuArray<WireSlot>, slot: u32, within: u32) -> b
     let Some(p) = map.get_ptr_mut(slot) else {
         return false;
     };
-    // SAFETY: this CPU's value, `within` masked inside it; XDP and TC do not nest on a
-    // CPU (a TC program runs with bottom halves off).
+    let mut i = within as u64;
+    // The mask as an instruction the verifier sees next to the pointer arithmetic: LLVM
+    // drops a Rust `&` when it can prove the index small, and the verifiers before 6.2
+    // could not follow its proof through 32-bit arithmetic ("math between map_value
+    // pointer and register with unbounded min value").
+    // SAFETY: an AND on a register.
     unsafe {
-        let c = p
-            .cast::<u64>()
-            .add((within & (WIRE_SLOT_COUNTERS - 1)) as usize);
-        *c += 1;
-    }
+        core::arch::asm!("{i} &= {m}", i = inout(reg) i, m = const WIRE_SLOT_COUNTERS as u64 - 1)
+    };
+    // SAFETY: this CPU's value, `i` below its length; XDP and TC do not nest on a CPU
+    // (a TC program runs with bottom halves off).
+    unsafe { *p.cast::<u64>().add(i as usize) += 1 };
     true
 }
