@@ -76,6 +76,14 @@ fn set_current(a: &mut Attribution, source: u8) {
     unsafe { generated::bpf_get_current_comm(a.comm.as_mut_ptr().cast(), 16) };
 }
 
+// `set_from` copies `comm` as two words: both sources and the destination hold it at an
+// 8-byte aligned offset.
+const _: () = assert!(
+    core::mem::offset_of!(ConnStart, comm) % 8 == 0
+        && core::mem::offset_of!(ListenInfo, comm) % 8 == 0
+        && core::mem::offset_of!(Attribution, comm) % 8 == 0
+);
+
 /// `pid`/`comm` from a recorded entry.
 #[inline(always)]
 fn set_from(a: &mut Attribution, source: u8, pid: u32, comm: *const [u8; 16]) {

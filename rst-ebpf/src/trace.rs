@@ -612,6 +612,18 @@ fn announce(src: Source, o: &TraceOffsets, key: &mut PendingKey) {
     }
 }
 
+// `emit` writes `kind` with its padding as one word and copies `attr` and `conn` word by
+// word: they sit at 8-byte aligned offsets of the 8-byte aligned reservation.
+const _: () = {
+    use core::mem::{align_of, offset_of};
+    use rst_common::{RecvKey, SendKey, TraceEvent};
+    assert!(align_of::<TraceEvent<SendKey>>() == 8 && align_of::<TraceEvent<RecvKey>>() == 8);
+    assert!(offset_of!(TraceEvent<SendKey>, attr) % 8 == 0);
+    assert!(offset_of!(TraceEvent<SendKey>, conn) % 8 == 0);
+    assert!(offset_of!(TraceEvent<RecvKey>, attr) % 8 == 0);
+    assert!(offset_of!(TraceEvent<RecvKey>, conn) % 8 == 0);
+};
+
 /// Samples a sent or received reset into the ring buffer under the trace sampler's
 /// rate limit, reading its addresses and ports from `src` straight into the reservation
 /// (nothing is read when the sample is not taken). False when a read failed (its fields
