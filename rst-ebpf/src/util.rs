@@ -163,9 +163,9 @@ pub(crate) fn slot_add(map: &PerCpuArray<WireSlot>, slot: u32, within: u32) -> b
     };
     let mut i = within as u64;
     // The mask as an instruction the verifier sees next to the pointer arithmetic: LLVM
-    // drops a Rust `&` when it can prove the index small, and the verifiers before 6.2
-    // could not follow its proof through 32-bit arithmetic ("math between map_value
-    // pointer and register with unbounded min value").
+    // drops a Rust `&` when it can prove the index small, and 6.1's verifier (the VM
+    // tier's) could not follow that proof through 32-bit arithmetic ("math between
+    // map_value pointer and register with unbounded min value").
     // SAFETY: an AND on a register.
     unsafe {
         core::arch::asm!("{i} &= {m}", i = inout(reg) i, m = const WIRE_SLOT_COUNTERS as u64 - 1)
