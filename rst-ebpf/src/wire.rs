@@ -102,9 +102,8 @@ pub(crate) fn count_wire(ifindex: u32, direction: u8, v6: u32, ack: u32) {
 
 /// Writes one wire sample into the ring buffer; a full ring buffer is counted.
 ///
-/// The frame is parsed again here instead of keeping the first parse's copy of the TCP
-/// header alive across the map helper calls: the counted-only path then neither loads
-/// nor spills it. The same bytes parse the same way (neither program changes packet
+/// The frame is parsed again here instead of keeping the first parse's result alive
+/// across the map helper calls: the counted-only path then spills none of it. The same bytes parse the same way (neither program changes packet
 /// data, and no helper called in between does), so the second parse cannot fail.
 #[inline(always)]
 pub(crate) fn wire_sample(start: usize, end: usize, ifindex: u32, direction: u8, origin: u8) {
