@@ -8,7 +8,6 @@ use std::{
     fs,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::SystemTime,
 };
 
 use rustls::{
@@ -90,12 +89,14 @@ fn certified_key(
         .map_err(|e| format!("tls_server_config: certificate and key: {e}"))
 }
 
-/// What tells a file changed: modification time and length.
-type Stamp = Option<(SystemTime, u64)>;
+/// What tells a file changed: its contents. They are a few KiB, read at each TLS
+/// handshake; a modification time can repeat within the clock's tick, and a renewed key
+/// of the same type has the old one's length, so a time and a length could miss a
+/// renewal written right after the previous one.
+type Stamp = Option<Vec<u8>>;
 
 fn stamp(path: &Path) -> Stamp {
-    let m = fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    fs::read(path).ok()
 }
 
 /// The server's certificate, read again from its files when they change.
