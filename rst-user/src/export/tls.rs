@@ -93,11 +93,10 @@ fn certified_key(
 /// handshake; a modification time can repeat within the clock's tick, and a renewed key
 /// of the same type has the old one's length, so a time and a length could miss a
 /// renewal written right after the previous one.
-/// The contents, or the read error's text.
-type Stamp = Result<Vec<u8>, String>;
+type Stamp = Option<Vec<u8>>;
 
 fn stamp(path: &Path) -> Stamp {
-    fs::read(path).map_err(|e| e.to_string())
+    fs::read(path).ok()
 }
 
 /// The server's certificate, read again from its files when they change.
@@ -116,12 +115,11 @@ impl ResolvesServerCert for Reloading {
         if let Some((cert, key)) = &self.files {
             let now = (stamp(cert), stamp(key));
             if now != current.1 {
-                // The contents just compared are the ones loaded: nothing is read twice.
-                let loaded = match &now {
-                    (Ok(c), Ok(k)) => certified_key(c, k, &self.provider),
-                    (Err(e), _) | (_, Err(e)) => Err(format!("tls_server_config: {e}")),
-                };
                 current.1 = now;
+                let loaded = fs::read(cert)
+                    .and_then(|c| fs::read(key).map(|k| (c, k)))
+                    .map_err(|e| format!("tls_server_config: {e}"))
+                    .and_then(|(c, k)| certified_key(&c, &k, &self.provider));
                 match loaded {
                     Ok(k) => {
                         info!(cert = %cert.display(), "TLS certificate reloaded");
@@ -172,11 +170,9 @@ impl TlsFile {
             _ => None,
         };
         // Stamped before reading: a change in between is read again at the first handshake.
-        // Inline PEM has no files and its stamps are never compared.
-        let stamps = files.as_ref().map_or_else(
-            || (Err(String::new()), Err(String::new())),
-            |(c, k)| (stamp(c), stamp(k)),
-        );
+        let stamps = files
+            .as_ref()
+            .map_or((None, None), |(c, k)| (stamp(c), stamp(k)));
         let cert_pem = pem(&self.cert, &self.cert_file, dir, "cert")?.unwrap_or_default();
         let key_pem = pem(&self.key, &self.key_file, dir, "key")?.unwrap_or_default();
         let certified = Arc::new(certified_key(&cert_pem, &key_pem, &provider)?);

@@ -145,22 +145,18 @@ pub fn percpu_array_sums_n<const N: usize>(
         Ok(v) => v,
         Err(_) => (0..n)
             .map(|i| {
-                map.get(&i, 0)
-                    .map_or([0; N], |v| sum_cpus(v.iter().map(|c| c.as_slice())))
+                let mut sum = [0u64; N];
+                if let Ok(v) = map.get(&i, 0) {
+                    for cpu in v.iter() {
+                        for (s, c) in sum.iter_mut().zip(cpu) {
+                            *s += c;
+                        }
+                    }
+                }
+                sum
             })
             .collect(),
     }
-}
-
-/// Each counter of per-CPU `[u64; N]` values summed over the CPUs.
-fn sum_cpus<'a, const N: usize>(cpus: impl Iterator<Item = &'a [u64]>) -> [u64; N] {
-    let mut sum = [0u64; N];
-    for cpu in cpus {
-        for (s, c) in sum.iter_mut().zip(cpu) {
-            *s += c;
-        }
-    }
-    sum
 }
 
 /// The first `n` entries of the per-CPU array `map`, whose values are `[u64; N]`, each
@@ -194,7 +190,13 @@ fn array_batch_sums<const N: usize>(
         // SAFETY: the batch member is the one written above and by the kernel.
         let got = (unsafe { attr.batch.count }).min(want) as usize;
         for entry in values.chunks_exact(ncpus * N).take(got) {
-            out.push(sum_cpus(entry.chunks_exact(N)));
+            let mut sum = [0u64; N];
+            for cpu in entry.chunks_exact(N) {
+                for (s, c) in sum.iter_mut().zip(cpu) {
+                    *s += c;
+                }
+            }
+            out.push(sum);
         }
         match err.as_ref().and_then(io::Error::raw_os_error) {
             None => {}
